@@ -1,0 +1,3 @@
+"""lmfuse: fuse large language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Shared machinery used by every fusion method; imports no method."""

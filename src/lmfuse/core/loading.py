@@ -1,0 +1,129 @@
+"""Load causal LMs and tokenizers from a local directory, a zoo name (``zoo:NAME``) or a hub id.
+
+Offline-safe: a path that does not exist and an id that is not in the local hub cache give one
+``ModelNotFoundError`` naming what was asked and what to do, never a network stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmfuse.errors import ConfigError, ModelNotFoundError
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+    "float64": torch.float64,
+}  # fmt: skip
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
+    """``"bfloat16"``/``"bf16"``/``torch.bfloat16`` → ``torch.bfloat16``; ``None``/``"auto"`` → ``"auto"``."""
+    if dtype is None or dtype == "auto":
+        return "auto"
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype: expected one of auto, {', '.join(DTYPES)}, found {dtype!r}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` → first CUDA device if any, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """Map ``zoo:NAME`` to the committed zoo directory; return local paths and hub ids unchanged."""
+    text = str(name_or_path)
+    if text.startswith("zoo:"):
+        from lmfuse import zoo  # lazy: zoo is data shipped with the package, not a method
+
+        return str(zoo.path(text[4:]))
+    return text
+
+
+def _is_local(text: str) -> bool:
+    return os.path.isabs(text) or text.startswith((".", "~")) or Path(text).exists() or text.count("/") != 1
+
+
+def _not_found(text: str, exc: Exception) -> ModelNotFoundError:
+    if _is_local(text):
+        return ModelNotFoundError(
+            f"model not found at {text!r}: expected a directory with config.json and weights "
+            f"(or 'zoo:NAME'; see `lmfuse zoo list`)"
+        )
+    return ModelNotFoundError(
+        f"model {text!r} is not a local directory and could not be loaded from the Hugging Face cache "
+        f"({type(exc).__name__}). Download it first where a network is available "
+        f"(`huggingface-cli download {text}`) or pass a local path."
+    )
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
+    """Load a tokenizer with ``AutoTokenizer``; raises ``ModelNotFoundError`` if it cannot be found."""
+    from transformers import AutoTokenizer
+
+    text = resolve_model_path(name_or_path)
+    local = _is_local(text)
+    if local and not Path(text).expanduser().is_dir():
+        raise _not_found(text, FileNotFoundError(text))
+    where = str(Path(text).expanduser()) if local else text
+    try:
+        if local and _plain_tokenizers_backend(Path(where)):
+            # transformers 5 maps some model types (e.g. qwen2) to their own tokenizer class even when
+            # tokenizer_config.json asks for the generic backend, and rebuilds the pre-tokenizer.
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(where, **kwargs)
+        return AutoTokenizer.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _not_found(text, exc) from None
+
+
+def _plain_tokenizers_backend(directory: Path) -> bool:
+    import json
+
+    cfg = directory / "tokenizer_config.json"
+    if not cfg.is_file() or not (directory / "tokenizer.json").is_file():
+        return False
+    try:
+        cls = json.loads(cfg.read_text()).get("tokenizer_class")
+    except ValueError:
+        return False
+    return cls in ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device | None = "cpu",
+    **kwargs: Any,
+):
+    """Load a causal LM in eval mode on ``device`` (``"auto"``: CUDA if present)."""
+    from transformers import AutoModelForCausalLM
+
+    text = resolve_model_path(name_or_path)
+    if _is_local(text) and not (Path(text).expanduser() / "config.json").is_file():
+        raise _not_found(text, FileNotFoundError(text))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(Path(text).expanduser()) if _is_local(text) else text, dtype=resolve_dtype(dtype), **kwargs
+        )
+    except OSError as exc:
+        raise _not_found(text, exc) from None
+    return model.to(resolve_device(device)).eval()
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike, dtype: str | torch.dtype | None = "auto", device: str | None = "cpu"
+):
+    """Both at once: ``(model, tokenizer)``."""
+    return load_model(name_or_path, dtype=dtype, device=device), load_tokenizer(name_or_path)

@@ -1,0 +1,46 @@
+"""The zoo: tiny Llama-architecture models trained here on synthetic arithmetic (see zoo/README.md).
+
+``base`` is trained on all three operations; ``add``, ``sub`` and ``mul`` are specialists fine-tuned from
+it (same tokenizer); ``generalist`` is trained from scratch with a different (BPE) tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmfuse.errors import ModelNotFoundError
+from lmfuse.zoo.evaluate import EvalResult, evaluate, extract_number, hf_generate_fn, score
+from lmfuse.zoo.questions import OPS, Question, eval_set, sample_question
+
+ROOT = Path(__file__).parent / "models"
+MEMBERS = ("base", "add", "sub", "mul", "generalist")
+"""Every zoo model, in display order."""
+SPECIALISTS = ("add", "sub", "mul")
+"""Fine-tunes of ``base`` that share its tokenizer."""
+
+
+def names() -> list[str]:
+    """Zoo models present on disk, in display order."""
+    return [n for n in MEMBERS if (ROOT / n / "config.json").is_file()]
+
+
+def path(name: str) -> Path:
+    """Directory of zoo model ``name`` (loadable with ``from_pretrained``)."""
+    d = ROOT / name
+    if not (d / "config.json").is_file():
+        have = ", ".join(names()) or "none"
+        raise ModelNotFoundError(f"no zoo model {name!r}; available: {have}")
+    return d
+
+
+def load(name: str, dtype: str = "float32"):
+    """``(model, tokenizer)`` of zoo model ``name``, on CPU, in eval mode."""
+    from lmfuse.core.loading import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(path(name), dtype=dtype, device="cpu")
+
+
+__all__ = [
+    "MEMBERS", "OPS", "SPECIALISTS", "EvalResult", "Question", "eval_set", "evaluate", "extract_number",
+    "hf_generate_fn", "load", "names", "path", "sample_question", "score",
+]  # fmt: skip
