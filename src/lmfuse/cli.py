@@ -18,7 +18,7 @@ from lmfuse.errors import LmfuseError
 COMMAND_MODULES = [
     "lmfuse.zoo.command",
     "lmfuse.demo_command",
-    # vote: "lmfuse.vote.command",
+    "lmfuse.vote.command",
     # ensemble: "lmfuse.ensemble.command",
     # graft: "lmfuse.graft.command",
     # moe: "lmfuse.moe.command",

@@ -178,7 +178,8 @@ def vote_batch(
     from tqdm.auto import tqdm
 
     results: list[VoteResult] = []
-    bar = tqdm(total=len(candidate_sets), disable=not progress, unit="q", desc="voting")
+    # delay: short runs finish before any bar is drawn.
+    bar = tqdm(total=len(candidate_sets), disable=not progress, unit="q", desc="voting", delay=0.5)
     for start in range(0, len(candidate_sets), chunk_size):
         chunk = [list(g) for g in candidate_sets[start : start + chunk_size]]
         uniques, inverses = zip(*(_distinct(g) for g in chunk), strict=True)
