@@ -2,8 +2,8 @@
 
 ROUGE-L F1 (beta = 1) of texts a and b with token sequences of lengths m and n and longest common
 subsequence L: P = L/n, R = L/m, F = 2PR/(P+R) (= 2L/(m+n)); 0 when either is empty or L = 0.
-The LCS lengths come from rapidfuzz's bit-parallel C++ (``process.cdist`` with ``LCSseq.similarity``,
-all pairs of one question at once); F is then computed with the very floating-point operations the
+The LCS lengths come from rapidfuzz's bit-parallel C++ (``process.cpdist`` with ``LCSseq.similarity``
+over the pairs of many questions at once, multi-threaded); F is then computed with the very floating-point operations the
 ``rouge-score`` package uses, so the values are bit-identical to its ``fmeasure`` (and symmetric).
 
 Tokenisers for word level:
@@ -84,48 +84,86 @@ def word_tokenizer(name: str) -> Callable[[str], list[str]]:
     return WORD_TOKENIZERS[name]
 
 
-def lcs_matrix(seqs: Sequence[Sequence], workers: int = 1) -> np.ndarray:
-    """LCS lengths of all pairs: ``(n, n)`` int32. ``seqs`` are strings or lists of ints."""
+def pair_lcs(a: Sequence[Sequence], b: Sequence[Sequence], workers: int = -1) -> np.ndarray:
+    """LCS length of each pair ``(a[k], b[k])``: ``(p,)`` int64. Items are strings or lists of ints."""
     from rapidfuzz import process
     from rapidfuzz.distance import LCSseq
 
-    return process.cdist(
-        seqs, seqs, scorer=LCSseq.similarity, processor=None, dtype=np.int32, workers=workers
-    )
+    if not a:
+        return np.zeros(0, dtype=np.int64)
+    lcs = process.cpdist(a, b, scorer=LCSseq.similarity, processor=None, dtype=np.int64, workers=workers)
+    return np.asarray(lcs, dtype=np.int64)
 
 
-def rouge_f_from_lcs(lcs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """ROUGE-L F1 from LCS lengths ``(n, n)`` and token counts ``(n,)`` → ``(n, n)`` float64.
+def rouge_f(lcs: np.ndarray, len_target: np.ndarray, len_prediction: np.ndarray) -> np.ndarray:
+    """ROUGE-L F1 from LCS lengths and token counts, all ``(p,)`` → ``(p,)`` float64.
 
-    Row i is rouge-score's target, column j its prediction; the formula is symmetric bit for bit.
+    The floating-point operations are rouge-score's own (P = L/len_prediction, R = L/len_target,
+    F = 2*P*R/(P+R)), so the values are bit-identical to its ``fmeasure``; swapping target and
+    prediction gives the same bits (2*P is exact, + and * commute).
     """
     lcs = lcs.astype(np.float64)
-    lengths = np.asarray(lengths, dtype=np.float64)
+    len_t = np.asarray(len_target, dtype=np.float64)
+    len_p = np.asarray(len_prediction, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        precision = lcs / lengths[None, :]
-        recall = lcs / lengths[:, None]
+        precision = lcs / len_p
+        recall = lcs / len_t
         f = 2 * precision * recall / (precision + recall)
-    # rouge-score: 0 when either side is empty (0/0 above) or when nothing is shared (P + R = 0).
-    f[(lcs == 0) | (lengths[:, None] == 0) | (lengths[None, :] == 0)] = 0.0
+    # rouge-score: 0 when either side is empty (0/0 above) or nothing is shared (P + R = 0).
+    f[(lcs == 0) | (len_t == 0) | (len_p == 0)] = 0.0
     return f
 
 
-def _as_ids(token_lists: list[list[str]]) -> list[list[int]]:
-    """Map tokens to small ints (one vocabulary per question): rapidfuzz hashes ints fastest."""
+@functools.lru_cache(maxsize=64)
+def _upper(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the strict upper triangle of an ``(n, n)`` matrix, in row order."""
+    return np.triu_indices(n, 1)
+
+
+def rouge_matrices(groups: Sequence[Sequence[Sequence]], workers: int = -1) -> list[np.ndarray]:
+    """ROUGE-L F1 of all pairs within each group: one ``(n_q, n_q)`` float64 matrix per group.
+
+    Items are strings (characters are the tokens) or lists of int token ids. The upper-triangle
+    pairs of every group go to rapidfuzz in one multi-threaded call (``workers``, -1 = all cores).
+    """
+    a, b, sizes = [], [], []
+    for group in groups:
+        n = len(group)
+        sizes.append(n)
+        for i in range(n):
+            for j in range(i + 1, n):
+                a.append(group[i])
+                b.append(group[j])
+    len_a = np.fromiter(map(len, a), dtype=np.int64, count=len(a))
+    len_b = np.fromiter(map(len, b), dtype=np.int64, count=len(b))
+    f = rouge_f(pair_lcs(a, b, workers), len_a, len_b)
+    out, start = [], 0
+    for group, n in zip(groups, sizes, strict=True):
+        rows, cols = _upper(n)
+        m = np.zeros((n, n), dtype=np.float64)
+        m[rows, cols] = f[start : start + rows.size]
+        m[cols, rows] = m[rows, cols]
+        m[np.diag_indices(n)] = [1.0 if len(x) else 0.0 for x in group]
+        out.append(m)
+        start += rows.size
+    return out
+
+
+def token_ids(
+    groups: Sequence[Sequence[str]], tokenizer: Callable[[str], list[str]]
+) -> list[list[list[int]]]:
+    """Tokenise every text once and map tokens to ints (rapidfuzz hashes ints fastest)."""
     vocab: dict[str, int] = {}
-    return [[vocab.setdefault(t, len(vocab)) for t in tokens] for tokens in token_lists]
+    return [[[vocab.setdefault(t, len(vocab)) for t in tokenizer(text)] for text in g] for g in groups]
 
 
-def char_rouge_matrix(texts: Sequence[str], workers: int = 1) -> np.ndarray:
+def char_rouge_matrix(texts: Sequence[str], workers: int = -1) -> np.ndarray:
     """Character-level ROUGE-L F1 of all pairs of ``texts``: ``(n, n)`` float64."""
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    return rouge_f_from_lcs(lcs_matrix(list(texts), workers), lengths)
+    return rouge_matrices([list(texts)], workers)[0]
 
 
 def word_rouge_matrix(
-    texts: Sequence[str], tokenizer: Callable[[str], list[str]] = tokenize_default, workers: int = 1
+    texts: Sequence[str], tokenizer: Callable[[str], list[str]] = tokenize_default, workers: int = -1
 ) -> np.ndarray:
-    """Word-level ROUGE-L F1 of all pairs of ``texts`` (each tokenised once): ``(n, n)`` float64."""
-    ids = _as_ids([tokenizer(t) for t in texts])
-    lengths = np.fromiter((len(t) for t in ids), dtype=np.int64, count=len(ids))
-    return rouge_f_from_lcs(lcs_matrix(ids, workers), lengths)
+    """Word-level ROUGE-L F1 of all pairs of ``texts``: ``(n, n)`` float64."""
+    return rouge_matrices(token_ids([texts], tokenizer), workers)[0]

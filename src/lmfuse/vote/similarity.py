@@ -23,7 +23,7 @@ import numpy as np
 
 from lmfuse.errors import ConfigError
 from lmfuse.vote.extract import AnswerExtractor
-from lmfuse.vote.rouge import char_rouge_matrix, word_rouge_matrix, word_tokenizer
+from lmfuse.vote.rouge import rouge_matrices, token_ids, word_tokenizer
 
 
 class Similarity:
@@ -48,11 +48,15 @@ class CharRougeL(Similarity):
 
     name = "char_rouge_l"
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = -1) -> None:
         self.workers = workers
+        """rapidfuzz threads (-1: all cores)."""
 
     def matrix(self, texts: Sequence[str]) -> np.ndarray:
-        return char_rouge_matrix(texts, self.workers)
+        return self.matrices([texts])[0]
+
+    def matrices(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        return rouge_matrices([list(g) for g in groups], self.workers)
 
 
 class WordRougeL(Similarity):
@@ -60,12 +64,15 @@ class WordRougeL(Similarity):
 
     name = "word_rouge_l"
 
-    def __init__(self, tokenizer: str = "default", workers: int = 1) -> None:
+    def __init__(self, tokenizer: str = "default", workers: int = -1) -> None:
         self.tokenize = word_tokenizer(tokenizer)
         self.workers = workers
 
     def matrix(self, texts: Sequence[str]) -> np.ndarray:
-        return word_rouge_matrix(texts, self.tokenize, self.workers)
+        return self.matrices([texts])[0]
+
+    def matrices(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        return rouge_matrices(token_ids(groups, self.tokenize), self.workers)
 
 
 def normalize_text(text: str) -> str:
