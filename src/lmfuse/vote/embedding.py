@@ -44,7 +44,16 @@ def load_encoder(model: str, device: str):
         raise BackendError(
             f"the embedding similarity needs sentence-transformers ({exc}); pip install 'lmfuse[embed]'"
         ) from None
-    return SentenceTransformer(model, device=device, local_files_only=True)
+    from transformers.utils import logging as hf_logging
+
+    # transformers draws a "Loading weights" bar by default; loading a small encoder needs none.
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(model, device=device, local_files_only=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 class EmbeddingCosine(Similarity):
