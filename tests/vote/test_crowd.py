@@ -170,3 +170,16 @@ def test_bad_batch_names_the_question():
 def test_bad_options_raise_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         vote(["a", "b"], **kwargs)
+
+
+def test_progress_bar_on_long_runs(capsys):
+    import time
+
+    def slow(a, b):
+        time.sleep(0.05)
+        return float(a == b)
+
+    vote_batch([["a", "b"]] * 4, slow, chunk_size=1, progress=True)  # ~0.8 s: past the bar's 0.5 s delay
+    assert "voting" in capsys.readouterr().err
+    vote_batch([["a", "b"]] * 4, slow, chunk_size=1)
+    assert capsys.readouterr().err == ""
