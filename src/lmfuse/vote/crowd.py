@@ -179,21 +179,22 @@ def vote_batch(
 
     results: list[VoteResult] = []
     # delay: short runs finish before any bar is drawn.
-    bar = tqdm(total=len(candidate_sets), disable=not progress, unit="q", desc="voting", delay=0.5)
-    for start in range(0, len(candidate_sets), chunk_size):
-        chunk = [list(g) for g in candidate_sets[start : start + chunk_size]]
-        uniques, inverses = zip(*(_distinct(g) for g in chunk), strict=True)
-        per_sim = [_expand(s, uniques, inverses) for s in sims]
-        for q, group in enumerate(chunk):
-            mats = [m[q] for m in per_sim]
-            matrix = mats[0] if len(sims) == 1 and method == "none" else combine(mats, sim_weights, method)
-            components = {s.name: m for s, m in zip(sims, mats, strict=True)} if len(sims) > 1 else {}
-            answers = answer_sims[0].answers(group) if answer_sims else None
-            cw = candidate_weights[start + q] if candidate_weights is not None else None
-            cand_w = _check_weights(cw, len(group), "candidate weights")
-            results.append(_result(group, matrix, components, cand_w, answers, tie_tol))
-        bar.update(len(chunk))
-    bar.close()
+    with tqdm(total=len(candidate_sets), disable=not progress, unit="q", desc="voting", delay=0.5) as bar:
+        for start in range(0, len(candidate_sets), chunk_size):
+            chunk = [list(g) for g in candidate_sets[start : start + chunk_size]]
+            uniques, inverses = zip(*(_distinct(g) for g in chunk), strict=True)
+            per_sim = [_expand(s, uniques, inverses) for s in sims]
+            for q, group in enumerate(chunk):
+                mats = [m[q] for m in per_sim]
+                single = len(sims) == 1 and method == "none"
+                matrix = mats[0] if single else combine(mats, sim_weights, method)
+                components = {s.name: m for s, m in zip(sims, mats, strict=True)} if len(sims) > 1 else {}
+                answers = answer_sims[0].answers(group) if answer_sims else None
+                cw = candidate_weights[start + q] if candidate_weights is not None else None
+                where = "candidate weights" + (f" of question {start + q}" if len(candidate_sets) > 1 else "")
+                cand_w = _check_weights(cw, len(group), where)
+                results.append(_result(group, matrix, components, cand_w, answers, tie_tol))
+            bar.update(len(chunk))
     return results
 
 
