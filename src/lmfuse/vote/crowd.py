@@ -122,7 +122,7 @@ def _expand(sim: Similarity, uniques: list[list[str]], inverses: list[np.ndarray
                 f"similarity {sim.name!r} returned {m[i, j]} for {texts[i]!r:.40} vs {texts[j]!r:.40}; "
                 "a similarity must be a finite number"
             )
-        out.append(m[np.ix_(inv, inv)])
+        out.append(m if len(inv) == len(texts) else m[np.ix_(inv, inv)])  # no duplicates: nothing to expand
     return out
 
 
