@@ -96,3 +96,19 @@ def test_combined_similarities_weight_their_normalised_votes():
     both = vote(cands, ["char_rouge_l", "exact"], normalize="rank")
     assert set(both.components) == {"char_rouge_l", "exact"}
     assert np.array_equal(both.components["exact"], ex.matrix)
+
+
+def test_a_similarity_class_and_a_bad_factory():
+    from lmfuse.vote.similarity import CharRougeL
+
+    assert vote(["abc", "abd", "xyz"], CharRougeL).index == 0
+
+    @register_similarity("not_a_similarity")
+    def factory():
+        return lambda a, b: 1.0
+
+    try:
+        with pytest.raises(ConfigError, match="expected a Similarity"):
+            vote(["a", "b"], "not_a_similarity")
+    finally:
+        _USER.pop("not_a_similarity", None)

@@ -190,6 +190,8 @@ def get_similarity(spec: str | Similarity | Callable[[str, str], float], **optio
         if options:
             raise ConfigError(f"options {sorted(options)} given with an already built {spec!r}")
         return spec
+    if isinstance(spec, type) and issubclass(spec, Similarity):
+        return spec(**options)
     if isinstance(spec, str):
         factory = _factory(spec)
         try:
@@ -200,6 +202,11 @@ def get_similarity(spec: str | Similarity | Callable[[str, str], float], **optio
                 f"similarity {spec!r} accepts options {accepted or 'none'}, found {sorted(options)}"
             ) from None
         sim = factory(**options)
+        if not isinstance(sim, Similarity):
+            raise ConfigError(
+                f"similarity {spec!r}: its factory returned {type(sim).__name__}, expected a Similarity "
+                "(subclass lmfuse.vote.Similarity and implement matrix(texts))"
+            )
         sim.name = spec
         return sim
     if callable(spec):
