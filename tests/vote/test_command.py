@@ -156,3 +156,16 @@ def test_command_line_entry_point(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert _read(out)[0]["index"] == 0
+
+
+def test_answer_regex_implies_regex_kind(tmp_path):
+    inp = _write(
+        tmp_path / "in.jsonl", [{"id": 0, "candidates": ["Final: b (3)", "Final: a (9)", "Final: b (4)"]}]
+    )
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(["vote", str(inp), "-o", str(out), "--similarity", "answer", "--answer-regex", r"Final: (\w)"])
+        == 0
+    )
+    row = _read(out)[0]
+    assert row["answer"] == "b" and row["index"] == 0 and row["scores"] == [1.0, 0.0, 1.0]

@@ -95,10 +95,12 @@ def test_bad_configs_are_reported_together():
     with pytest.raises(ConfigError) as err:
         AnswerExtractor("regexp", pattern="(", choices="12")
     msg = str(err.value)
-    assert "kind" in msg and "pattern" in msg and "choices" in msg
-    assert len(err.value.problems) == 3
+    assert "kind" in msg and "not a valid regular expression" in msg and "choices" in msg
+    assert len(err.value.problems) == 4
     with pytest.raises(ConfigError, match="needs a pattern"):
         AnswerExtractor("regex")
+    with pytest.raises(ConfigError, match="only used with kind 'regex'"):
+        AnswerExtractor("number", pattern=r"\d")
 
 
 def test_non_string_input_is_a_clear_error():

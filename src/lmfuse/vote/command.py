@@ -46,7 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "number", "choice", "yesno", "boxed", "phrase", "regex"],
         help="what the answer similarity extracts",
     )
-    p.add_argument("--answer-regex", metavar="REGEX", help="pattern for --answer-kind regex (group 1 if any)")
+    p.add_argument(
+        "--answer-regex",
+        metavar="REGEX",
+        help="answer pattern, last match (group 1 if any); implies --answer-kind regex",
+    )
     p.add_argument(
         "--field",
         metavar="NAME",
@@ -66,7 +70,11 @@ def _similarities(args: argparse.Namespace) -> tuple[list, list[float]]:
     options = {
         "word_rouge_l": {"tokenizer": args.word_tokenizer},
         "embedding": {"model": args.embedding_model},
-        "answer": {"kind": args.answer_kind, "pattern": args.answer_regex},
+        # --answer-regex alone means --answer-kind regex.
+        "answer": {
+            "kind": "regex" if args.answer_regex and args.answer_kind == "auto" else args.answer_kind,
+            "pattern": args.answer_regex,
+        },
     }
     sims, weights, problems = [], [], []
     for spec in args.similarity or ["char_rouge_l"]:

@@ -155,6 +155,8 @@ class AnswerExtractor:
             problems.append(f"kind: expected one of {', '.join(KINDS)}, found {self.kind!r}")
         if self.kind == "regex" and not self.pattern:
             problems.append("pattern: kind 'regex' needs a pattern, e.g. r'Final: (\\S+)'")
+        if self.pattern and self.kind != "regex":
+            problems.append(f"pattern: only used with kind 'regex', found kind {self.kind!r}")
         if self.pattern:
             try:
                 re.compile(self.pattern)
