@@ -2,10 +2,10 @@
 
 Rows (each scored like the members, on the same held-out questions):
 
-1. ``vote: answer, N members greedy`` — self-consistency over each member's greedy answer.
-2. ``vote: answer, N x K samples`` — every member samples K answers (temperature ``TEMPERATURE``),
-   the extracted numbers vote.
-3. ``vote: char_rouge_l, N x K samples`` — the same samples, the most central text by character
+1. ``vote: answer, N greedy`` — majority over the N members' greedy answers.
+2. ``vote: answer, NxK sampled`` — every member samples K answers (temperature ``TEMPERATURE``),
+   the extracted numbers vote (self-consistency across models).
+3. ``vote: char_rouge_l, NxK sampled`` — the same samples, the most central text by character
    ROUGE-L (the WSDM Cup recipe).
 
 torch is imported inside the sampling function only (the vote package itself never imports it).
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from lmfuse.vote.crowd import vote_batch
 from lmfuse.vote.similarity import AnswerMatch
 
-SAMPLES = 5
+SAMPLES = 4
 TEMPERATURE = 0.8
 SEED = 1234
 ZOO_ANSWER = r"^\D*?(-?\d+)"
@@ -89,7 +89,7 @@ def demo_rows(ctx) -> list:
     greedy = [list(c) for c in zip(*(ctx.results[n].completions for n in names), strict=True)]
     picked, ties = voted_completions(greedy, "answer")
     result = zoo.score(ctx.questions, picked)
-    rows.append(DemoRow(f"vote: answer, {len(names)} members greedy", result.row(),
+    rows.append(DemoRow(f"vote: answer, {len(names)} greedy", result.row(),
                         time.perf_counter() - start, note=f"majority of extracted numbers; {ties} ties"))  # fmt: skip
 
     start = time.perf_counter()
@@ -99,7 +99,7 @@ def demo_rows(ctx) -> list:
         for i, group in enumerate(sample_completions(model, tok, prompts, SAMPLES, TEMPERATURE)):
             samples[i].extend(group)
     sampling_s = time.perf_counter() - start
-    label = f"{len(names)} x {SAMPLES} samples"
+    label = f"{len(names)}x{SAMPLES} sampled"
     for similarity in ("answer", "char_rouge_l"):
         t0 = time.perf_counter()
         picked, ties = voted_completions(samples, similarity)
