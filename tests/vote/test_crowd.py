@@ -76,8 +76,11 @@ def test_single_candidate_and_duplicates():
     r = vote(["b text", "a text", "b text", "zz"])
     assert r.index == 0 and r.tied == [0, 2] and not r.tie  # identical texts are not a tie
     assert r.scores[0] == r.scores[2]
+    assert r.margin == r.scores[0] - r.scores[1] > 0  # against the best *different* text
     r = vote(["same", "same", "same"])
-    assert r.index == 0 and r.scores == [2.0, 2.0, 2.0] and not r.tie
+    assert r.index == 0 and r.scores == [2.0, 2.0, 2.0] and not r.tie and r.margin is None
+    r = vote(["4", "so 4", "5", "the answer is 5", "4"], "answer")
+    assert r.answers[r.index] == "4" and r.margin == 2.0 - 1.0 and not r.tie
 
 
 def test_empty_strings_and_unicode_work():

@@ -8,6 +8,7 @@ winner has the highest score. Rules, all deliberate:
   ``tie`` is True when they are not all the same text (with ``answer``: not all the same answer).
 - Scores are exact sums (``math.fsum``), so permuting the candidates permutes the scores bit for bit.
 - **Duplicates** are scored once and count once per occurrence (identical texts share a score; the first wins).
+- ``margin`` compares the winner with the best *different* candidate (copies do not make it 0).
 - A **single candidate** wins with score 0, ``margin`` None; an **empty list** is an error. Empty strings
   are ordinary candidates (ROUGE-L gives them 0 against everything, as rouge-score does).
 - With the ``answer`` similarity, candidates without an extractable answer are listed in ``unparsed``
@@ -43,7 +44,8 @@ class VoteResult:
     matrix: np.ndarray = field(repr=False)
     """``(n, n)`` pairwise similarities used (normalised and combined when several)."""
     margin: float | None
-    """Best score minus the runner-up's (None with fewer than two eligible candidates)."""
+    """Best score minus the best score of a candidate with another text (with ``answer``: another
+    answer); None when there is no such candidate. 0 (or within ``tie_tol``) on a tie."""
     tie: bool
     tied: list[int]
     """Every index whose score ties with the best (the winner first)."""
@@ -83,7 +85,7 @@ def _check_weights(weights: Sequence[float] | None, n: int, what: str) -> list[f
     w = list(weights)
     if len(w) != n:
         raise ConfigError(f"{what}: expected {n} weights (one per {what.split()[0]}), found {len(w)}")
-    bad = [x for x in w if not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0]
+    bad = [x for x in w if not isinstance(x, (int, float, np.number)) or not math.isfinite(x) or x < 0]
     if bad or not any(w):
         raise ConfigError(f"{what}: expected finite non-negative numbers, not all 0; found {w}")
     return [float(x) for x in w]
@@ -126,16 +128,18 @@ def _expand(sim: Similarity, uniques: list[list[str]], inverses: list[np.ndarray
     return out
 
 
-def _decide(scores: list[float], eligible: list[bool], tie_tol: float) -> tuple:
-    """(index, margin, tied) under the lowest-index tie rule."""
-    ranked = sorted((s for s, ok in zip(scores, eligible, strict=True) if ok), reverse=True)
-    if not ranked:
-        return None, None, []
-    best = ranked[0]
+def _decide(scores: list[float], eligible: list[bool], keys: Sequence, tie_tol: float) -> tuple:
+    """(index, margin, tie, tied) under the lowest-index tie rule; ``keys`` say which candidates are alike."""
+    pool = [i for i, ok in enumerate(eligible) if ok]
+    if not pool:
+        return None, None, False, []
+    best = max(scores[i] for i in pool)
     tol = tie_tol * max(1.0, abs(best))
-    tied = [i for i, (s, ok) in enumerate(zip(scores, eligible, strict=True)) if ok and s >= best - tol]
-    margin = best - ranked[1] if len(ranked) > 1 else None
-    return tied[0], margin, tied
+    tied = [i for i in pool if scores[i] >= best - tol]
+    index = tied[0]
+    others = [scores[i] for i in pool if keys[i] != keys[index]]
+    margin = best - max(others) if others else None
+    return index, margin, any(keys[i] != keys[index] for i in tied), tied
 
 
 def _result(group, matrix, components, cand_w, answers, tie_tol) -> VoteResult:
@@ -143,11 +147,10 @@ def _result(group, matrix, components, cand_w, answers, tie_tol) -> VoteResult:
     weighted = (matrix * np.asarray(cand_w)[None, :]).tolist()
     scores = [math.fsum(row[:i] + row[i + 1 :]) for i, row in enumerate(weighted)]
     eligible = [a is not None for a in answers] if answers is not None else [True] * n
-    index, margin, tied = _decide(scores, eligible, tie_tol)
+    keys = answers if answers is not None else group
+    index, margin, tie, tied = _decide(scores, eligible, keys, tie_tol)
     unparsed = [i for i, ok in enumerate(eligible) if not ok]
     text = None if index is None else group[index]
-    keys = answers if answers is not None else group
-    tie = len({keys[i] for i in tied}) > 1
     return VoteResult(index, text, scores, matrix, margin, tie, tied, answers, unparsed, components)
 
 
