@@ -16,6 +16,7 @@ Absolute times on shared machines are noise; the ratios are measured on the same
 
     python benchmarks/vote/run.py            # full (about 5 minutes on 2 busy cores)
     python benchmarks/vote/run.py --smoke    # seconds; exercised by tests/vote/test_benchmark.py
+    python benchmarks/vote/run.py --parts throughput   # one measurement
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import time
 import numpy as np
 
 from lmfuse.vote import vote_batch
+
+PARTS = ("winners", "long", "throughput")
 
 
 def make_sets(rng: np.random.Generator, n_sets: int, lo: int, hi: int, n: int = 8) -> list[list[str]]:
@@ -177,16 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--questions", type=int, default=10_000, help="throughput: questions of 8 x ~1,000 chars")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
     args = p.parse_args(argv)
     if args.smoke:
         args.sets, args.short, args.long_sets, args.questions = 20, [50, 120], 1, 200
     rng = np.random.default_rng(args.seed)
     vote_batch([["warm", "up"]])  # imports and first-call costs stay out of the timings
-    rows = [compare("winners", make_sets(rng, args.sets, *args.short))]
-    if args.long_sets:
+    rows = []
+    if "winners" in args.parts:
+        rows.append(compare("winners", make_sets(rng, args.sets, *args.short)))
+    if "long" in args.parts and args.long_sets:
         lo, hi = (300, 400) if args.smoke else (1000, 2000)
         rows.append(compare("long", make_sets(rng, args.long_sets, lo, hi)))
-    rows.append(throughput(rng, args.questions))
+    if "throughput" in args.parts:
+        rows.append(throughput(rng, args.questions))
     machine = (
         f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, python {platform.python_version()}"
     )
