@@ -153,6 +153,9 @@ def test_bad_candidates_raise_clear_errors(candidates, message):
 def test_bad_batch_names_the_question():
     with pytest.raises(InputDataError, match="question 1: no candidates"):
         vote_batch([["a"], []])
+    with pytest.raises(InputDataError, match="expected a list of candidate lists, found generator"):
+        vote_batch(["a", "b"] for _ in range(2))
+    assert vote_batch([]) == []
 
 
 @pytest.mark.parametrize(

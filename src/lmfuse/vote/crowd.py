@@ -66,6 +66,8 @@ class VoteResult:
 
 
 def _check_candidates(groups: Sequence[Sequence[str]]) -> None:
+    if isinstance(groups, str) or not isinstance(groups, Sequence):
+        raise InputDataError(f"expected a list of candidate lists, found {type(groups).__name__}")
     for q, group in enumerate(groups):
         where = f"question {q}: " if len(groups) > 1 else ""
         if isinstance(group, str) or not isinstance(group, Sequence):
