@@ -154,16 +154,20 @@ def _compatibility_problems(recipe: GraftRecipe, sources: dict[str, SourceModel]
                 f"tokenizers of {ref.name!r} and {name!r} differ; graft models that share a tokenizer, or "
                 "set check_tokenizer: false (--no-check-tokenizer) if the vocabularies are known to agree"
             )
-    used = {(s.model, j) for s in recipe.slices for j in s.range}
-    for model, j in sorted(used):
-        sig = layer_signature(sources[model], j)
-        if sig != ref_sig:
-            diff = sorted(k for k in set(sig) | set(ref_sig) if sig.get(k) != ref_sig.get(k))
-            k = diff[0]
-            problems.append(
-                f"layer {j} of {model!r} does not match layer {first.layers[0]} of {first.model!r}: "
-                f"{k} is {sig.get(k, 'missing')} vs {ref_sig.get(k, 'missing')} ({len(diff)} tensors differ)"
-            )
+    ref_shapes = {k: shape for k, (shape, _) in ref_sig.items()}
+    bad: dict[str, tuple[list[int], tuple]] = {}
+    for model, j in sorted({(s.model, j) for s in recipe.slices for j in s.range}):
+        shapes = {k: shape for k, (shape, _) in layer_signature(sources[model], j).items()}
+        if shapes != ref_shapes:
+            k = sorted(x for x in set(shapes) | set(ref_shapes) if shapes.get(x) != ref_shapes.get(x))[0]
+            bad.setdefault(model, ([], (k, shapes.get(k, "missing"), ref_shapes.get(k, "missing"))))[
+                0
+            ].append(j)
+    for model, (layers, (k, mine, theirs)) in bad.items():
+        problems.append(
+            f"layers {layers} of {model!r} do not match layer {first.layers[0]} of {first.model!r}: "
+            f"{k} has shape {mine} vs {theirs}; grafting needs identical layer shapes"
+        )
     dtypes = {name: _dominant_dtype(src) for name, src in sources.items()}
     if recipe.dtype is None and len(set(dtypes.values())) > 1:
         problems.append(f"models store different dtypes ({dtypes}); set dtype (--dtype) to choose one")
