@@ -20,7 +20,7 @@ COMMAND_MODULES = [
     "lmfuse.demo_command",
     # vote: "lmfuse.vote.command",
     # ensemble: "lmfuse.ensemble.command",
-    # graft: "lmfuse.graft.command",
+    "lmfuse.graft.command",
     # moe: "lmfuse.moe.command",
     # exchange: "lmfuse.exchange.command",
 ]

@@ -50,16 +50,22 @@ def plan_table(plan: GraftPlan) -> str:
 
 
 def plot_plan(plan: GraftPlan, path: str | Path) -> Path:
-    """Save a picture: x = output layer, y = source layer, one colour per source model."""
+    """Save a picture: x = output layer, y = source layer, one colour per slice."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(max(4.0, len(plan.layer_map) * 0.15 + 2), 3.5))
-    for k, model in enumerate(dict.fromkeys(m for m, _ in plan.layer_map)):
-        pts = [(i, j) for i, (m, j) in enumerate(plan.layer_map) if m == model]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, label=model, color=f"C{k}")
+    start = 0
+    for k, s in enumerate(plan.recipe.slices):
+        src = list(s.range)
+        out = list(range(start, start + len(src)))
+        ax.plot(out, src, "o-", ms=4, color=f"C{k}", label=f"{s.model} [{s.layers[0]}, {s.layers[1]})")
+        start += len(src)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("output layer")
     ax.set_ylabel("source layer")
     ax.set_title(f"graft plan: {len(plan.layer_map)} layers, {plan.num_parameters:,} parameters")
