@@ -199,22 +199,35 @@ def _output_tying(recipe: GraftRecipe, sources: dict[str, SourceModel]) -> tuple
     return tie, []
 
 
+def remap_layers(
+    base: str, configs: dict[str, dict[str, Any]], layer_map: list[tuple[str, int]], problems: list[str]
+) -> dict[str, Any]:
+    """Config ``base`` with ``num_hidden_layers`` and every per-layer list remapped through ``layer_map``.
+
+    A per-layer list is any list whose length is the model's layer count (``layer_types``...); output
+    layer ``i`` gets the entry of its source layer in its source model's config.
+    """
+    ref = configs[base]
+    n_of = {name: int(c.get("num_hidden_layers", -1)) for name, c in configs.items()}
+    config = dict(ref)
+    for key, value in ref.items():
+        if key in NOT_PER_LAYER or not isinstance(value, list) or len(value) != n_of[base]:
+            continue
+        bad = [n for n, c in configs.items() if not isinstance(c.get(key), list) or len(c[key]) != n_of[n]]
+        if bad:
+            problems.append(f"config field {key!r} is a per-layer list in {base!r} but not in {bad}")
+            continue
+        config[key] = [configs[m][key][j] for m, j in layer_map]
+    config["num_hidden_layers"] = len(layer_map)
+    return config
+
+
 def _output_config(
     recipe: GraftRecipe, sources: dict[str, SourceModel], tie: bool, problems: list[str]
 ) -> dict[str, Any]:
-    """The embeddings model's config with the layer count and every per-layer list remapped."""
-    base = sources[recipe.embeddings_model]
-    layer_map = recipe.layer_map()
-    config = dict(base.config)
-    for key, value in base.config.items():
-        if key in NOT_PER_LAYER or not isinstance(value, list) or len(value) != base.num_layers:
-            continue
-        bad = [n for n, s in sources.items() if len(s.config.get(key) or []) != s.num_layers]
-        if bad:
-            problems.append(f"config field {key!r} is a per-layer list in {base.name!r} but not in {bad}")
-            continue
-        config[key] = [sources[m].config[key][j] for m, j in layer_map]
-    config["num_hidden_layers"] = len(layer_map)
+    """The embeddings model's config, layers remapped, tying and dtype set."""
+    configs = {name: src.config for name, src in sources.items()}
+    config = remap_layers(recipe.embeddings_model, configs, recipe.layer_map(), problems)
     config["tie_word_embeddings"] = tie
     if recipe.dtype is not None:
         config["dtype"] = str(resolve_dtype(recipe.dtype)).removeprefix("torch.")
