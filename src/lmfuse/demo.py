@@ -18,7 +18,7 @@ from lmfuse import zoo
 DEMO_MODULES = [
     # vote: "lmfuse.vote.demo",
     # ensemble: "lmfuse.ensemble.demo",
-    # graft: "lmfuse.graft.demo",
+    "lmfuse.graft.demo",
     # moe: "lmfuse.moe.demo",
     # exchange: "lmfuse.exchange.demo",
 ]

@@ -85,8 +85,7 @@ def plan_graft(recipe: GraftRecipe, out: str | Path | None = None, overwrite: bo
             sources[name] = open_source(name)
         except LmfuseError as exc:
             problems.append(str(exc))
-    if len(sources) == len(recipe.model_names()):
-        problems += _bounds_problems(recipe, sources)
+    problems += _bounds_problems(recipe, sources)
     if problems:
         raise ConfigError(problems, source="graft recipe")
     if not problems:
@@ -123,8 +122,10 @@ def _recipe_problems(recipe: GraftRecipe) -> list[str]:
 def _bounds_problems(recipe: GraftRecipe, sources: dict[str, SourceModel]) -> list[str]:
     problems = []
     for i, s in enumerate(recipe.slices):
+        if s.model not in sources or s.validate():
+            continue  # already reported: the model could not be opened, or the range is malformed
         n = sources[s.model].num_layers
-        if not s.validate() and s.layers[1] > n:
+        if s.layers[1] > n:
             problems.append(
                 f"slices[{i}].layers: [{s.layers[0]}, {s.layers[1]}] is out of range for {s.model!r}, which "
                 f"has {n} layers; expected 0 <= start < end <= {n} (ranges are half-open)"
