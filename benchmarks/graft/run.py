@@ -44,18 +44,21 @@ CASES = {
                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False), 1),
     "1b": (dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True), 4),
-    "7b": (dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+    "7b": (dict(model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                 num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False), 8),
 }  # fmt: skip
 
 
 def make_checkpoint(directory: Path, fields: dict, seed: int = 0) -> int:
     """A random bf16 Llama/Mistral-shaped checkpoint (2 GB shards); returns its parameter count."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = LlamaConfig(**fields, max_position_embeddings=4096)
+    fields = dict(fields)
+    config = AutoConfig.for_model(fields.pop("model_type", "llama"), **fields, max_position_embeddings=4096)
     with torch.device("meta"):
-        shapes = {n: tuple(p.shape) for n, p in LlamaForCausalLM(config).state_dict().items()}
+        model = AutoModelForCausalLM.from_config(config)
+    shapes = {n: tuple(p.shape) for n, p in model.state_dict().items()}
+    config.architectures = [type(model).__name__]
     if config.tie_word_embeddings:
         shapes.pop("lm_head.weight", None)
     gen = torch.Generator().manual_seed(seed)
