@@ -136,3 +136,24 @@ def test_splice_takes_last_layers_of_b(tiny4, tiny4b, tmp_path):
     ]  # fmt: skip
     with safe_open(str(out / "model.safetensors"), framework="pt") as h:
         assert h.metadata() == {"format": "pt"}
+
+
+def test_sharded_and_bin_sources(tiny4, tmp_path):
+    """Sources in sharded safetensors (with an index) and in legacy pytorch_model.bin graft the same."""
+    import shutil
+
+    sharded = graft(
+        GraftRecipe([Slice(str(tiny4), [0, 4])]), tmp_path / "sharded", max_shard_bytes=20_000
+    ).out
+    assert (sharded / "model.safetensors.index.json").is_file()
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    torch.save(_all_tensors(tiny4), legacy / "pytorch_model.bin")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny4 / name, legacy / name)
+    a = graft(dus_recipe(str(sharded), 4, 1), tmp_path / "a").out
+    b = graft(dus_recipe(str(legacy), 4, 1), tmp_path / "b").out
+    c = graft(dus_recipe(str(tiny4), 4, 1), tmp_path / "c").out
+    ta, tb, tc = _all_tensors(a), _all_tensors(b), _all_tensors(c)
+    assert set(ta) == set(tb) == set(tc)
+    assert all(torch.equal(ta[k], tc[k]) and torch.equal(tb[k], tc[k]) for k in tc)
