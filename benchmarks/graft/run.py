@@ -95,16 +95,31 @@ def mergekit_recipe(src: Path, n: int, drop: int) -> str:
     )
 
 
-def same_tensors(a: Path, b: Path, sample: int) -> dict:
-    """Compare tensor names, and the bytes of ``sample`` tensors spread over the checkpoint."""
-    ra, rb = CheckpointReader(a), CheckpointReader(b)
-    names_a, names_b = set(ra.keys()), set(rb.keys())
-    common = sorted(names_a & names_b)
-    picked = common[:: max(1, len(common) // sample)] if sample else common
-    digest = lambda r, n: hashlib.sha256(r.get(n).contiguous().view(torch.uint8).numpy()).hexdigest()  # noqa: E731
-    equal = all(digest(ra, n) == digest(rb, n) for n in picked)
-    return {"same_names": names_a == names_b, "compared": len(picked), "equal": equal,
-            "only_lmfuse": sorted(names_a - names_b)[:3], "only_mergekit": sorted(names_b - names_a)[:3]}  # fmt: skip
+def tensor_digests(directory: Path, sample: int) -> dict[str, str]:
+    """sha256 of ``sample`` tensors spread over the checkpoint (all when ``sample`` is 0), by name."""
+    reader = CheckpointReader(directory)
+    names = sorted(reader.keys())
+    picked = names[:: max(1, len(names) // sample)] if sample else names
+    return {
+        n: hashlib.sha256(reader.get(n).contiguous().view(torch.uint8).numpy()).hexdigest() for n in picked
+    }
+
+
+def compare(lmfuse: dict[str, str], lmfuse_names: set[str], other: Path) -> dict:
+    """Same tensor names, and the same bytes for the sampled tensors, in ``other``'s checkpoint."""
+    reader = CheckpointReader(other)
+    names = set(reader.keys())
+    digest = {
+        n: hashlib.sha256(reader.get(n).contiguous().view(torch.uint8).numpy()).hexdigest()
+        for n in lmfuse
+        if n in names
+    }
+    return {"same_names": names == lmfuse_names, "compared": len(digest), "equal": digest == lmfuse,
+            "only_lmfuse": sorted(lmfuse_names - names)[:3], "only_mergekit": sorted(names - lmfuse_names)[:3]}  # fmt: skip
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 def run_case(name: str, work: Path, mergekit: Path | None, keep: bool) -> dict:
@@ -120,6 +135,10 @@ def run_case(name: str, work: Path, mergekit: Path | None, keep: bool) -> dict:
             f"[{name}] wrote random source ({params:,} parameters) in {time.perf_counter() - t:.0f}s",
             flush=True,
         )
+    if not (src / "tokenizer.json").is_file():  # both tools copy it; without one mergekit fails late
+        from lmfuse.testing import char_tokenizer
+
+        char_tokenizer().save_pretrained(src)
     result: dict = {
         "case": name,
         "layers": f"{n}->{2 * (n - drop)}",
@@ -132,24 +151,35 @@ def run_case(name: str, work: Path, mergekit: Path | None, keep: bool) -> dict:
     env_path = str(ROOT / "src")
     os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
     result["lmfuse"] = measure(cmd, work / f"{name}-lmfuse.log")
-    result["output_bytes"] = sum(f.stat().st_size for f in out_l.iterdir())
+    result["output_bytes"] = out_bytes = sum(f.stat().st_size for f in out_l.iterdir())
     print(f"[{name}] lmfuse {result['lmfuse']}", flush=True)
-    result["copy"] = measure(["cp", "-r", str(out_l), str(out_c)], work / f"{name}-copy.log")
-    print(f"[{name}] copy {result['copy']}", flush=True)
+    digests = tensor_digests(out_l, sample=0 if name == "smoke" else 24)
+    lmfuse_names = set(CheckpointReader(out_l).keys())
+    if free_bytes(work) > out_bytes + 10 * 1024**3:  # leave room for everyone else on the disk
+        result["copy"] = measure(["cp", "-r", str(out_l), str(out_c)], work / f"{name}-copy.log")
+        print(f"[{name}] copy {result['copy']}", flush=True)
+        result["lmfuse/copy wall"] = round(
+            result["lmfuse"]["wall_s"] / max(result["copy"]["wall_s"], 1e-3), 3
+        )
+    else:
+        result["copy"] = f"skipped: less than {out_bytes / 1024**3:.0f} GB + 10 GB free"
     shutil.rmtree(out_c, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out_l, ignore_errors=True)
     if mergekit is not None:
         recipe = work / f"{name}-mergekit.yaml"
         recipe.write_text(mergekit_recipe(src, n, drop))
         result["mergekit"] = measure([str(mergekit), str(recipe), str(out_m)], work / f"{name}-mergekit.log")
         print(f"[{name}] mergekit {result['mergekit']}", flush=True)
         if result["mergekit"]["exit"] == 0:
-            result["check"] = same_tensors(out_l, out_m, sample=0 if name == "smoke" else 24)
+            result["check"] = compare(digests, lmfuse_names, out_m)
             print(f"[{name}] check {result['check']}", flush=True)
         result["lmfuse/mergekit wall"] = round(result["lmfuse"]["wall_s"] / result["mergekit"]["wall_s"], 3)
-    result["lmfuse/copy wall"] = round(result["lmfuse"]["wall_s"] / max(result["copy"]["wall_s"], 1e-3), 3)
+        result["lmfuse/mergekit peak RSS"] = round(
+            result["lmfuse"]["peak_rss_mb"] / result["mergekit"]["peak_rss_mb"], 3
+        )
     if not keep:
-        for d in (out_l, out_m):
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(out_m, ignore_errors=True)
     return result
 
 

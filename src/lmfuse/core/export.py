@@ -289,6 +289,12 @@ def provenance(inputs: dict[str, str], method: str, **extra: Any) -> dict[str, A
     }
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def export_checkpoint(
     out: str | Path,
     tensors: Sequence[ExportTensor],
@@ -311,6 +317,7 @@ def export_checkpoint(
     if problems:
         raise CheckpointError("invalid tensor plan: " + "; ".join(problems))
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary directory
         if side_files_from is not None:
             copy_side_files(side_files_from, tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
