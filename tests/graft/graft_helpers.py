@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from lmfuse.core.export import ExportTensor, _header_bytes
+from lmfuse.core.export import ExportTensor, safetensors_header
 from lmfuse.testing import char_tokenizer
 
 
@@ -35,7 +35,7 @@ def hollow_checkpoint(directory: Path, config) -> Path:
         ExportTensor(n, tuple(p.shape), torch.bfloat16, lambda: None) for n, p in model.state_dict().items()
     ]
     directory.mkdir(parents=True, exist_ok=True)
-    header = _header_bytes(tensors)
+    header = safetensors_header(tensors)
     path = directory / "model.safetensors"
     with open(path, "wb") as fh:
         fh.write(header)

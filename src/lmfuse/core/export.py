@@ -161,7 +161,8 @@ def shard_plan(tensors: Sequence[ExportTensor], max_shard_bytes: int) -> list[li
     return shards
 
 
-def _header_bytes(shard: Sequence[ExportTensor]) -> bytes:
+def safetensors_header(shard: Sequence[ExportTensor]) -> bytes:
+    """The header of a safetensors file holding ``shard`` in order (length prefix + JSON, 8-aligned)."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in shard:
@@ -243,7 +244,7 @@ def write_safetensors(
         for shard, fname in zip(shards, names, strict=True):
             fd = os.open(directory / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _write_all(fd, _header_bytes(shard))
+                _write_all(fd, safetensors_header(shard))
                 for t in shard:
                     if t.raw is not None and t.raw.nbytes == t.nbytes:
                         _copy_range(t.raw, fd)

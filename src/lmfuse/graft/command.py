@@ -137,6 +137,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--packing", action="store_true", help="concatenate examples into full --seq-len blocks")
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default text)")
     p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--dtype", default="float32", help="weights dtype when loading MODEL (default float32)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPUs that support it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (default 10)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once complete)")
@@ -149,6 +151,7 @@ def train_handler(args: argparse.Namespace) -> int:
     config = TrainConfig(
         steps=args.steps, lr=args.lr, batch_size=args.batch_size, seq_len=args.seq_len, packing=args.packing,
         text_field=args.text_field, warmup_steps=args.warmup_steps, seed=args.seed, log_every=args.log_every,
+        dtype=args.dtype, bf16=args.bf16,
     )  # fmt: skip
     result = train(args.model, args.data, args.out, config, overwrite=args.overwrite, progress=True)
     print(

@@ -16,7 +16,7 @@ from typing import Any
 
 from lmfuse.core.checkpoint import CheckpointReader
 from lmfuse.core.loading import resolve_model_path
-from lmfuse.errors import LmfuseError
+from lmfuse.errors import LmfuseError, ModelNotFoundError
 
 LAYER_NAME = re.compile(r"^(?P<prefix>(?:.+\.)?layers)\.(?P<idx>\d+)\.(?P<rest>.+)$")
 
@@ -64,11 +64,11 @@ def resolve_directory(name: str) -> Path:
 
             return Path(snapshot_download(text, local_files_only=True))
         except Exception:  # noqa: BLE001 - any failure means "not available offline"
-            raise LmfuseError(
+            raise ModelNotFoundError(
                 f"model {name!r}: not a local directory and not in the Hugging Face cache; "
                 f"download it first (`huggingface-cli download {text}`) or pass a local path"
             ) from None
-    raise LmfuseError(f"model {name!r}: directory not found; expected a model directory or zoo:NAME")
+    raise ModelNotFoundError(f"model {name!r}: directory not found; expected a model directory or zoo:NAME")
 
 
 def input_embedding_names(config: dict[str, Any]) -> list[str]:

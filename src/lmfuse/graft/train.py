@@ -38,6 +38,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     gradient_accumulation_steps: int = 1
+    dtype: str = "float32"
+    """Weights dtype when the model is loaded from a path (master weights: keep float32)."""
+    bf16: bool = False
+    """bfloat16 mixed precision (Trainer's ``bf16``), for accelerators that support it."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -166,7 +170,7 @@ def train(
         str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "in-memory model")
     )
     if isinstance(model, str | Path):
-        model = load_model(model, dtype="auto", device="cpu")
+        model = load_model(model, dtype=config.dtype, device="cpu")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     losses: list[tuple[int, float]] = []
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
@@ -177,7 +181,7 @@ def train(
             warmup_steps=config.warmup_steps, logging_steps=config.log_every, logging_first_step=True,
             save_strategy="no", report_to="none", seed=config.seed, disable_tqdm=not progress,
             remove_unused_columns=False, dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(),
+            dataloader_pin_memory=torch.cuda.is_available(), bf16=config.bf16,
         )  # fmt: skip
         model.train()
         trainer = Trainer(

@@ -44,6 +44,7 @@ def graft(
         {name: str(src.directory) for name, src in plan.sources.items()},
         method="graft",
         num_parameters=plan.num_parameters,
+        notes=recipe.extra,
     )
     export_checkpoint(
         out,
