@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from graft_helpers import save_config_model
 from transformers import AutoModelForCausalLM
 
 from lmfuse.errors import ConfigError
@@ -72,7 +71,7 @@ def test_splice_with_head_from_b_equals_disk(tiny4, tiny4b, tmp_path):
         assert torch.equal(new(IDS).logits, disk(IDS).logits)
 
 
-def test_per_layer_config_in_memory(tmp_path):
+def test_per_layer_config_in_memory(tmp_path, config_model):
     from transformers import Gemma2Config
 
     types = ["sliding_attention", "full_attention", "full_attention", "sliding_attention"]
@@ -80,7 +79,7 @@ def test_per_layer_config_in_memory(tmp_path):
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, head_dim=8, sliding_window=4, layer_types=types, pad_token_id=0,
     )  # fmt: skip
-    new = graft_model(_load(save_config_model(tmp_path / "g", config)), dus_recipe("m", 4, 1))
+    new = graft_model(_load(config_model(tmp_path / "g", config)), dus_recipe("m", 4, 1))
     assert new.config.layer_types == types[:3] + types[1:]
     assert torch.equal(_greedy(new, True), _greedy(new, False))
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from graft_helpers import hollow_checkpoint, save_config_model
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
@@ -96,8 +95,8 @@ def _per_layer_configs():
 
 
 @pytest.mark.parametrize("config", _per_layer_configs(), ids=["gemma2", "qwen3"])
-def test_per_layer_config_lists_are_remapped(config, tmp_path):
-    src = save_config_model(tmp_path / "src", config)
+def test_per_layer_config_lists_are_remapped(config, tmp_path, config_model):
+    src = config_model(tmp_path / "src", config)
     out = graft(dus_recipe(str(src), 4, 1), tmp_path / "out").out
     saved = json.loads((out / "config.json").read_text())
     types = config.layer_types
@@ -113,14 +112,14 @@ def test_per_layer_config_lists_are_remapped(config, tmp_path):
         AutoModelForCausalLM.from_pretrained(out)
 
 
-def test_mistral_7b_shaped_dus_parameter_count(tmp_path):
+def test_mistral_7b_shaped_dus_parameter_count(tmp_path, hollow):
     from transformers import MistralConfig
 
     config = MistralConfig(
         vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
         num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False,
     )  # fmt: skip
-    src = hollow_checkpoint(tmp_path / "m7b", config)
+    src = hollow(tmp_path / "m7b", config)
     plan = plan_graft(dus_recipe(str(src), 32, 8))
     assert len(plan.layer_map) == 48
     assert plan.num_parameters == 10_731_524_096
