@@ -12,7 +12,7 @@ from lmfuse.demo import DemoContext, DemoRow
 from lmfuse.zoo.questions import OPS, held_out_pairs, sample_question
 
 DROP = 1
-STEPS = 60
+STEPS = 100
 
 
 def write_training_text(path: str | Path, n: int, seed: int = 0) -> Path:
@@ -52,7 +52,7 @@ def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lmfuse-graft-demo-") as tmp:
         data = write_training_text(Path(tmp) / "train.txt", 4000)
-        config = TrainConfig(steps=STEPS, lr=3e-4, batch_size=32, seq_len=32, warmup_steps=5, log_every=10)
+        config = TrainConfig(steps=STEPS, lr=1e-4, batch_size=16, seq_len=32, warmup_steps=5, log_every=10)
         result = train(grafted, [data], Path(tmp) / "trained", config, tokenizer=tok)
         trained = load_model(result.out, dtype="float32")
     after_train = zoo.evaluate(zoo.hf_generate_fn(trained, tok), ctx.questions)
