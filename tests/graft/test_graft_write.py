@@ -48,8 +48,12 @@ def _greedy(model, ids, use_cache):
         return model.generate(ids, max_new_tokens=12, do_sample=False, use_cache=use_cache, pad_token_id=0)
 
 
-def test_output_loads_and_cached_generation_equals_uncached(tiny4, tmp_path):
-    out = graft(dus_recipe(str(tiny4), 4, 1), tmp_path / "dus").out
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
+def test_output_loads_and_cached_generation_equals_uncached(arch, tmp_path):
+    from lmfuse.testing import save_tiny
+
+    src = save_tiny(tmp_path / "src", arch, num_hidden_layers=4, seed=3)
+    out = graft(dus_recipe(str(src), 4, 1), tmp_path / "dus").out
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert model.config.num_hidden_layers == 6
     ids = torch.tensor([[1, 5, 9, 13, 20, 7]])
@@ -78,7 +82,7 @@ def test_dtype_cast(tiny4, tmp_path):
 
 
 def _per_layer_configs():
-    from transformers import Gemma2Config, Qwen3Config
+    from transformers import Gemma2Config, Gemma3TextConfig, Qwen3Config
 
     common = dict(
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
@@ -88,13 +92,14 @@ def _per_layer_configs():
     types = ["sliding_attention", "full_attention", "full_attention", "sliding_attention"]
     return [
         Gemma2Config(**common, sliding_window=4, layer_types=types),
+        Gemma3TextConfig(**common, sliding_window=4, layer_types=types),
         Qwen3Config(
             **common, sliding_window=4, use_sliding_window=True, layer_types=types, tie_word_embeddings=False
         ),
     ]
 
 
-@pytest.mark.parametrize("config", _per_layer_configs(), ids=["gemma2", "qwen3"])
+@pytest.mark.parametrize("config", _per_layer_configs(), ids=["gemma2", "gemma3", "qwen3"])
 def test_per_layer_config_lists_are_remapped(config, tmp_path, config_model):
     src = config_model(tmp_path / "src", config)
     out = graft(dus_recipe(str(src), 4, 1), tmp_path / "out").out
