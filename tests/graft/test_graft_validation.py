@@ -141,3 +141,10 @@ def test_nonempty_output_is_refused_with_the_other_problems(tiny4, tmp_path):
     (out / "keep.txt").write_text("mine")
     err = _fails(GraftRecipe([Slice(str(tiny4), [0, 9])]), out, "not empty", "out of range")
     assert len(err.problems) == 2 and (out / "keep.txt").read_text() == "mine"
+
+
+def test_bounds_and_compatibility_problems_together(tiny4, tmp_path):
+    wide = save_tiny(tmp_path / "wide", "llama", num_hidden_layers=4, intermediate_size=96)
+    recipe = GraftRecipe([Slice(str(tiny4), [0, 2]), Slice(str(wide), [2, 9])], dtype="float32")
+    err = _fails(recipe, tmp_path / "o", "out of range", "do not match layer 0")
+    assert len(err.problems) == 2

@@ -85,11 +85,10 @@ def plan_graft(recipe: GraftRecipe, out: str | Path | None = None, overwrite: bo
             sources[name] = open_source(name)
         except LmfuseError as exc:
             problems.append(str(exc))
-    problems += _bounds_problems(recipe, sources)
-    if problems:
-        raise ConfigError(problems, source="graft recipe")
-    if not problems:
-        problems += _compatibility_problems(recipe, sources)
+    bounds = _bounds_problems(recipe, sources)
+    if problems:  # a malformed recipe or a model that cannot be opened: nothing more can be checked
+        raise ConfigError(problems + bounds, source="graft recipe")
+    problems = bounds + _compatibility_problems(recipe, sources)
     tie, tie_problems = _output_tying(recipe, sources)
     problems += tie_problems
     if problems:
@@ -137,7 +136,7 @@ def _compatibility_problems(recipe: GraftRecipe, sources: dict[str, SourceModel]
     problems = []
     first = recipe.slices[0]
     ref = sources[first.model]
-    ref_sig = layer_signature(ref, first.layers[0])
+    ref_sig = layer_signature(ref, 0)
     for name, src in sources.items():
         if src.model_type != ref.model_type:
             problems.append(
@@ -157,7 +156,8 @@ def _compatibility_problems(recipe: GraftRecipe, sources: dict[str, SourceModel]
             )
     ref_shapes = {k: shape for k, (shape, _) in ref_sig.items()}
     bad: dict[str, tuple[list[int], tuple]] = {}
-    for model, j in sorted({(s.model, j) for s in recipe.slices for j in s.range}):
+    in_range = {(s.model, j) for s in recipe.slices for j in s.range if j < sources[s.model].num_layers}
+    for model, j in sorted(in_range):
         shapes = {k: shape for k, (shape, _) in layer_signature(sources[model], j).items()}
         if shapes != ref_shapes:
             k = sorted(x for x in set(shapes) | set(ref_shapes) if shapes.get(x) != ref_shapes.get(x))[0]
@@ -166,7 +166,7 @@ def _compatibility_problems(recipe: GraftRecipe, sources: dict[str, SourceModel]
             ].append(j)
     for model, (layers, (k, mine, theirs)) in bad.items():
         problems.append(
-            f"layers {layers} of {model!r} do not match layer {first.layers[0]} of {first.model!r}: "
+            f"layers {layers} of {model!r} do not match layer 0 of {first.model!r}: "
             f"{k} has shape {mine} vs {theirs}; grafting needs identical layer shapes"
         )
     dtypes = {name: _dominant_dtype(src) for name, src in sources.items()}
