@@ -194,7 +194,8 @@ def _output_tying(recipe: GraftRecipe, sources: dict[str, SourceModel]) -> tuple
     if tie and recipe.tie_word_embeddings is None and head is not emb:
         return tie, [
             f"{emb.name!r} ties lm_head to its input embeddings, so the output would ignore the lm_head of "
-            f"head model {head.name!r}; set tie_word_embeddings: false to write {head.name!r}'s lm_head, "
+            f"head model {head.name!r}; set tie_word_embeddings: false (--untie-embeddings) to write "
+            f"{head.name!r}'s lm_head, "
             f"or head: {emb.name!r}"
         ]
     return tie, []
