@@ -38,6 +38,8 @@ class HFBackend:
         self.max_batch = max_batch
         self._pending: list[tuple[Request, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
+        self.batches = 0
+        """``generate`` calls made so far (requests are batched, so usually fewer than requests)."""
 
     def render(self, request: Request) -> str:
         """The text the model sees for ``request``."""
@@ -54,6 +56,7 @@ class HFBackend:
         import torch
 
         tok, start = self.tokenizer, time.perf_counter()
+        self.batches += 1
         enc = tok([self.render(r) for r in requests], return_tensors="pt", padding=True, padding_side="left")
         enc = enc.to(self.model.device)
         sample = any(r.temperature > 0 for r in requests)
