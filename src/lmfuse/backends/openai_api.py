@@ -121,7 +121,8 @@ def _classify(exc: Exception) -> tuple[bool, str, float | None]:
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         wait = _retry_after(exc.response.headers.get("retry-after"))
-        msg = f"HTTP {status}: {_short(exc.message)}"
+        body = exc.body if isinstance(exc.body, dict) else {}
+        msg = f"HTTP {status}: {_short(str(body.get('message') or exc.message))}"
         return status in RETRY_STATUS or status >= 500, msg, wait
     return False, f"{type(exc).__name__}: {_short(str(exc))}", None
 
