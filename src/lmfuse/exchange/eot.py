@@ -12,18 +12,17 @@ previous solution stays the one its peers see.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
-from lmfuse.backends import Backend, Reply, Request, build_backend
+from lmfuse.backends import Backend, Reply, Request
 from lmfuse.exchange import consensus, prompts, topology
 from lmfuse.exchange.answers import extract_answer
 from lmfuse.exchange.config import EoTConfig
-from lmfuse.exchange.result import ExchangeResult, call_all
+from lmfuse.exchange.result import ExchangeResult, Solver, call_all
 from lmfuse.exchange.transcript import Turn
 
 
-class EoT:
+class EoT(Solver):
     """Runs EoT with ``config``; ``backends`` (name → backend) may be given to reuse loaded models."""
 
     def __init__(self, config: EoTConfig, backends: Mapping[str, Backend] | None = None) -> None:
@@ -31,10 +30,7 @@ class EoT:
         self.agents = config.agents
         self.names = [a.name for a in config.agents]
         self.reads = topology.resolve(config.topology, self.names)
-        self.backends = dict(backends or {})
-        for name, bc in config.backends.items():
-            if name not in self.backends:
-                self.backends[name] = build_backend(bc, name)
+        super().__init__(config.backends, backends)
 
     async def solve(self, question: str, question_id: str = "q0") -> ExchangeResult:
         """Run the rounds for one question."""
@@ -86,36 +82,10 @@ class EoT:
                 result.failures.append(f"round {rnd}, agent {self.names[i]}: {rep.error}")
             history[i].append(ans)
             answers.append(ans)
+            conf = consensus.confidence(history[i])
             result.turns.append(
-                Turn(
-                    result.question_id,
-                    rnd,
-                    self.names[i],
-                    req.as_text(),
-                    rep.text,
-                    ans,
-                    consensus.confidence(history[i]),
-                    req.meta["reads"],
-                    rep.prompt_tokens,
-                    rep.completion_tokens,
-                    rep.seconds,
-                    rep.attempts,
-                    rep.error,
-                )  # fmt: skip
+                Turn.of(result.question_id, rnd, self.names[i], req, rep, ans, conf, req.meta["reads"])
             )
         result.answers.append(answers)
         result.confidences.append([consensus.confidence(h) for h in history])
         return answers
-
-    def run(self, question: str, question_id: str = "q0") -> ExchangeResult:
-        """Blocking form of ``solve`` for scripts and notebooks (not inside a running event loop)."""
-        return asyncio.run(self._run_and_close(question, question_id))
-
-    async def _run_and_close(self, question: str, question_id: str) -> ExchangeResult:
-        try:
-            return await self.solve(question, question_id)
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*(b.aclose() for b in self.backends.values()))

@@ -11,26 +11,22 @@ MoA with one layer.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
-from lmfuse.backends import Backend, Request, build_backend
+from lmfuse.backends import Backend, Request
 from lmfuse.exchange import prompts
 from lmfuse.exchange.answers import extract_answer
 from lmfuse.exchange.config import AgentConfig, MoAConfig
-from lmfuse.exchange.result import ExchangeResult, call_all
+from lmfuse.exchange.result import ExchangeResult, Solver, call_all
 from lmfuse.exchange.transcript import Turn
 
 
-class MoA:
+class MoA(Solver):
     """Runs MoA with ``config``; ``backends`` (name → backend) may be given to reuse loaded models."""
 
     def __init__(self, config: MoAConfig, backends: Mapping[str, Backend] | None = None) -> None:
         self.config = config
-        self.backends = dict(backends or {})
-        for name, bc in config.backends.items():
-            if name not in self.backends:
-                self.backends[name] = build_backend(bc, name)
+        super().__init__(config.backends, backends)
 
     async def solve(self, question: str, question_id: str = "q0") -> ExchangeResult:
         """Run every layer, then the aggregator, for one question."""
@@ -73,36 +69,7 @@ class MoA:
             else:
                 role = "aggregator" if final else f"layer {k} proposer"
                 result.failures.append(f"{role} {a.name}: {rep.error}")
-            result.turns.append(
-                Turn(
-                    result.question_id,
-                    k,
-                    a.name,
-                    req.as_text(),
-                    rep.text,
-                    ans,
-                    None,
-                    [r.author for r in references],
-                    rep.prompt_tokens,
-                    rep.completion_tokens,
-                    rep.seconds,
-                    rep.attempts,
-                    rep.error,
-                )  # fmt: skip
-            )
+            reads = [r.author for r in references]
+            result.turns.append(Turn.of(result.question_id, k, a.name, req, rep, ans, None, reads))
         result.answers.append(answers)
         return shown
-
-    def run(self, question: str, question_id: str = "q0") -> ExchangeResult:
-        """Blocking form of ``solve`` (not inside a running event loop)."""
-
-        async def go() -> ExchangeResult:
-            try:
-                return await self.solve(question, question_id)
-            finally:
-                await self.aclose()
-
-        return asyncio.run(go())
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*(b.aclose() for b in self.backends.values()))

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmfuse.backends import BackendConfig, build_backend
 from lmfuse.backends.base import Backend, Reply, Request
 from lmfuse.exchange.transcript import Turn
 
@@ -65,3 +66,30 @@ async def call_all(backends: Mapping[str, Backend], routed: Sequence[tuple[str, 
         for i, reply in zip(idx, out, strict=True):
             replies[i] = reply
     return replies  # type: ignore[return-value]
+
+
+class Solver:
+    """What EoT and MoA share: their backends by name, ``solve`` (async), ``run`` (blocking), ``aclose``."""
+
+    def __init__(self, configs: Mapping[str, BackendConfig], given: Mapping[str, Backend] | None) -> None:
+        self.backends: dict[str, Backend] = dict(given or {})
+        for name, bc in configs.items():
+            if name not in self.backends:
+                self.backends[name] = build_backend(bc, name)
+
+    async def solve(self, question: str, question_id: str = "q0") -> ExchangeResult:
+        raise NotImplementedError
+
+    def run(self, question: str, question_id: str = "q0") -> ExchangeResult:
+        """Blocking form of ``solve`` for scripts and notebooks (not inside a running event loop)."""
+
+        async def go() -> ExchangeResult:
+            try:
+                return await self.solve(question, question_id)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(go())
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(b.aclose() for b in self.backends.values()))

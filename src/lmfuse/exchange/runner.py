@@ -18,20 +18,14 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from lmfuse import __version__
 from lmfuse.core.checkpoint import atomic_write_text
 from lmfuse.core.config import dump_yaml
 from lmfuse.errors import ConfigError, InputDataError
-from lmfuse.exchange.result import ExchangeResult
+from lmfuse.exchange.result import ExchangeResult, Solver
 from lmfuse.exchange.transcript import turns_to_jsonl
-
-
-class Solver(Protocol):
-    async def solve(self, question: str, question_id: str = ...) -> ExchangeResult: ...
-
-    async def aclose(self) -> None: ...
 
 
 @dataclass

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from lmfuse.backends.base import Reply, Request
+
 
 @dataclass
 class Turn:
@@ -28,6 +30,17 @@ class Turn:
     seconds: float = 0.0
     attempts: int = 1
     error: str | None = None
+
+    @classmethod
+    def of(
+        cls, question_id: str, rnd: int, agent: str, request: Request, reply: Reply, answer: str | None,
+        confidence: float | None, reads: list[str],
+    ) -> Turn:  # fmt: skip
+        """The turn of ``request`` answered by ``reply``."""
+        return cls(
+            question_id, rnd, agent, request.as_text(), reply.text, answer, confidence, list(reads),
+            reply.prompt_tokens, reply.completion_tokens, reply.seconds, reply.attempts, reply.error,
+        )  # fmt: skip
 
 
 def turns_to_jsonl(turns: Iterable[Turn], stream: IO[str]) -> int:
