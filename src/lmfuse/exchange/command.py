@@ -63,7 +63,8 @@ def _run(args: argparse.Namespace) -> int:
         Path(args.transcript).unlink(missing_ok=True)
     solver = _solver(args.method, config)
     bar = tqdm(total=len(items), desc=args.method, unit="q", disable=args.no_progress, file=sys.stderr)
-    bar.update(len(runner.answered_ids(output)) if output.is_file() else 0)
+    done = runner.answered_ids(output)
+    bar.update(sum(it.id in done for it in items))
     try:
         s = runner.run_questions(
             solver, items, output, args.transcript, args.concurrency, lambda _: bar.update()
