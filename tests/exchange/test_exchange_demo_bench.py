@@ -1,0 +1,71 @@
+"""EoT over the zoo members (demo rows) and the benchmark's smoke mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmfuse import zoo
+from lmfuse.demo import DemoContext
+from lmfuse.exchange.consensus import majority
+from lmfuse.exchange.demo import demo_rows
+from lmfuse.exchange.zoo_agents import solve_all, zoo_eot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    ctx = DemoContext(questions=zoo.eval_set(4))
+    for name in zoo.names():
+        ctx.results[name] = zoo.evaluate(zoo.hf_generate_fn(*ctx.member(name)), ctx.questions)
+    return ctx
+
+
+def test_round_zero_equals_each_members_own_answers(ctx):
+    members = zoo.names()
+    qs = ctx.questions
+    results = solve_all(zoo_eot(members, ctx.member), [q.prompt for q in qs], [q.id for q in qs])
+    for i, r in enumerate(results):
+        own = [ctx.results[m].predictions[i] for m in members]
+        assert r.answers[0] == own  # the hf backend (batched) answers as zoo.evaluate does
+        if r.stop == "early_exit":
+            assert r.calls == len(members) and r.answer == own[0]
+        else:
+            assert r.calls > len(members) and r.rounds >= 2
+            assert all(t.prompt.count("\n") >= 1 for t in r.turns if t.round > 0)  # peers shown as lines
+
+
+def test_demo_rows(ctx):
+    rows = demo_rows(ctx)
+    assert [r.name for r in rows] == ["exchange: EoT (zoo members)", "exchange: majority vote"]
+    assert all(0.0 <= v <= 1.0 for r in rows for v in r.accuracy.values())
+    assert set(rows[0].accuracy) == {"all", "add", "sub", "mul"} and "calls/question" in rows[0].note
+    members = zoo.names()
+    voted = [majority([ctx.results[m].predictions[i] for m in members]) for i in range(len(ctx.questions))]
+    expected = sum(v == q.answer for v, q in zip(voted, ctx.questions, strict=True)) / len(ctx.questions)
+    assert rows[1].accuracy["all"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "exchange" / "run.py"), "--smoke", "--json", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    (w,) = report["waiting"]
+    conc, seq = w["concurrent"]["per_round_over_latency"], w["sequential"]["per_round_over_latency"]
+    assert 1.0 <= conc < seq / 2  # at least one latency per round; far less than 5 one after another
+    assert seq >= 5.0
+    e = report["early_exit"]
+    assert e["on"]["calls"] <= e["off"]["calls"] and 0.0 <= e["calls_saved"] < 1.0
+    assert "calls saved by the early exit" in run.stdout
