@@ -28,27 +28,30 @@ from lmfuse.backends import BackendConfig
 from lmfuse.backends.hf import HFBackend
 from lmfuse.exchange.config import AgentConfig, EoTConfig
 from lmfuse.exchange.eot import EoT
-from lmfuse.exchange.zoo_agents import solve_all, zoo_eot
+from lmfuse.exchange.zoo_agents import agent_names, solve_all, zoo_eot
 from lmfuse.serve.app import create_app
 from lmfuse.serve.faults import Faults
 from lmfuse.serve.server import ServerThread
 
-AGENTS = ("base", "add", "sub", "mul", "generalist")
+N_AGENTS = 5
 
 
-def waiting(members: dict, latency: float, questions: list, rounds: int, concurrency: int) -> dict:
-    """Median over questions of (wall time per round) / latency, 5 agents on one server."""
+def waiting(
+    members: dict, agents_of: list[str], latency: float, questions: list, rounds: int, concurrency: int
+) -> dict:
+    """Median over questions of (wall time per round) / latency, the agents on one server."""
     with ServerThread(create_app(members, Faults(latency=latency))) as server:
         backend = BackendConfig(kind="openai", base_url=server.base_url, max_concurrency=concurrency)
         agents = [
-            AgentConfig(name=m, backend="srv", model=m, prompt_format="qa_lines", max_tokens=6)
-            for m in members
+            AgentConfig(name=a, backend="srv", model=m, prompt_format="qa_lines", max_tokens=6)
+            for a, m in zip(agent_names(agents_of), agents_of, strict=True)
         ]
         config = EoTConfig(
             backends={"srv": backend}, agents=agents, topology="memory", max_rounds=rounds,
             early_exit=False, stop_on_unanimity=False,
         )  # fmt: skip
         ratios, calls = [], 0
+        EoT(config).run(questions[0].prompt, "warm-up")  # first calls pay for start-up, not for waiting
         for q in questions:
             eot = EoT(config)
             start = time.perf_counter()
@@ -59,10 +62,10 @@ def waiting(members: dict, latency: float, questions: list, rounds: int, concurr
     return {"per_round_over_latency": statistics.median(ratios), "all": ratios, "calls": calls}
 
 
-def early_exit(load, questions: list, rounds: int) -> dict:
+def early_exit(agents_of: list[str], load, questions: list, rounds: int) -> dict:
     out = {}
     for flag in (True, False):
-        eot = zoo_eot(list(AGENTS), load, max_rounds=rounds, early_exit=flag)
+        eot = zoo_eot(agents_of, load, max_rounds=rounds, early_exit=flag)
         start = time.perf_counter()
         results = solve_all(eot, [q.prompt for q in questions], [q.id for q in questions])
         seconds = time.perf_counter() - start
@@ -87,8 +90,10 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    loaded = {m: zoo.load(m) for m in AGENTS}
-    members = {m: HFBackend(*loaded[m], name=m) for m in AGENTS}
+    present = zoo.names()
+    agents_of = [present[i % len(present)] for i in range(N_AGENTS)]  # the 5 zoo members, one each
+    loaded = {m: zoo.load(m) for m in present}
+    members = {m: HFBackend(*loaded[m], name=m) for m in present}
     questions = zoo.eval_set(per_op)
     lat_q = questions[:: max(1, len(questions) // nq)][:nq]
     report = {
@@ -98,20 +103,23 @@ def main() -> None:
         "waiting": [
             {
                 "latency_s": lat,
-                "concurrent": waiting(members, lat, lat_q, rounds, concurrency=16),
-                "sequential": waiting(members, lat, lat_q[:1], rounds, concurrency=1),
+                "concurrent": waiting(members, agents_of, lat, lat_q, rounds, concurrency=16),
+                "sequential": waiting(members, agents_of, lat, lat_q[:1], rounds, concurrency=1),
             }
             for lat in latencies
         ],
-        "early_exit": early_exit(loaded.__getitem__, questions, rounds),
+        "agents": agent_names(agents_of),
+        "early_exit": early_exit(agents_of, loaded.__getitem__, questions, rounds),
     }
-    print(f"5 agents (zoo members) through lmfuse serve, {rounds} rounds, {len(lat_q)} questions")
+    print(
+        f"agents {', '.join(report['agents'])} through lmfuse serve, {rounds} rounds, {len(lat_q)} questions"
+    )
     for w in report["waiting"]:
         c, s = w["concurrent"]["per_round_over_latency"], w["sequential"]["per_round_over_latency"]
         print(f"  latency {w['latency_s']:.1f} s: wall per round / latency: lmfuse (concurrent) {c:.2f}, "
               f"one call after another {s:.2f}  (target <= 1.3)")  # fmt: skip
     e = report["early_exit"]
-    print(f"early exit on {len(questions)} zoo questions, 5 agents, at most {rounds} rounds:")
+    print(f"early exit on {len(questions)} zoo questions, {N_AGENTS} agents, at most {rounds} rounds:")
     for k in ("on", "off"):
         r = e[k]
         print(f"  early exit {k:>3}: calls {r['calls']:>5}  accuracy {r['accuracy']:.3f}  "

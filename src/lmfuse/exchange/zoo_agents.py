@@ -23,16 +23,31 @@ def zoo_eot(
     max_rounds: int = 3,
     early_exit: bool = True,
 ) -> EoT:
-    """An ``EoT`` whose agents are the zoo ``members``; ``load(name) -> (model, tokenizer)``."""
+    """An ``EoT`` with one agent per entry of ``members`` (zoo names; a name given twice makes two agents,
+    ``base`` and ``base-2``, sharing one backend); ``load(name) -> (model, tokenizer)``."""
+    names = agent_names(members)
     config = EoTConfig(
-        backends={m: BackendConfig(kind="hf", model=f"zoo:{m}") for m in members},
-        agents=[AgentConfig(name=m, backend=m, prompt_format="qa_lines", max_tokens=6) for m in members],
+        backends={m: BackendConfig(kind="hf", model=f"zoo:{m}") for m in dict.fromkeys(members)},
+        agents=[
+            AgentConfig(name=a, backend=m, prompt_format="qa_lines", max_tokens=6)
+            for a, m in zip(names, members, strict=True)
+        ],
         topology=topology,
         max_rounds=max_rounds,
         early_exit=early_exit,
     )
-    backends = {m: HFBackend(*load(m), name=m, max_batch=512) for m in members}
+    backends = {m: HFBackend(*load(m), name=m, max_batch=512) for m in dict.fromkeys(members)}
     return EoT(config, backends=backends)
+
+
+def agent_names(members: Sequence[str]) -> list[str]:
+    """``["base", "add", "base"]`` → ``["base", "add", "base-2"]``."""
+    seen: dict[str, int] = {}
+    names = []
+    for m in members:
+        seen[m] = seen.get(m, 0) + 1
+        names.append(m if seen[m] == 1 else f"{m}-{seen[m]}")
+    return names
 
 
 def solve_all(eot: EoT, prompts: Sequence[str], ids: Sequence[str]) -> list[ExchangeResult]:
