@@ -61,8 +61,13 @@ def test_each_prompt_holds_exactly_the_expected_peer_solutions(paradigm, n):
                 expected = {(b, rnd - 1) for b in readers} | {(a, rnd - 1)}  # peers' latest + its own
                 assert turn.reads == list(readers)
             assert present == expected, (paradigm, n, rnd, a)
-            # Peers' confidences appear from round 2 on, never for the agent's own solution.
+            # Peers' confidences appear from round 2 on, never for the agent's own solution. Every
+            # reply is a new answer, so after round r each history has r + 1 distinct answers.
             assert ("(confidence" in turn.prompt) == (rnd >= 2)
+            if rnd >= 2:
+                shown = f"(confidence {1 / rnd:.2f})"
+                assert turn.prompt.count(shown) == len(EXPECTED_READS[paradigm, n][a])
+    assert result.confidences == [pytest.approx([1 / (r + 1)] * n) for r in range(rounds)]
 
 
 def test_confidence_values_follow_each_agents_history_and_are_shown_to_peers():

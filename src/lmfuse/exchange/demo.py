@@ -14,6 +14,8 @@ from lmfuse.exchange.zoo_agents import solve_all, zoo_eot
 
 def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     members = [m for m in zoo.names() if m in ctx.results] or zoo.names()
+    if len(members) < 2:
+        return []  # nothing to exchange with one model
     qs = ctx.questions
     rows = []
     start = time.perf_counter()
