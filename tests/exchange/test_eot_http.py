@@ -66,7 +66,7 @@ def test_eot_over_http_with_a_flaky_and_a_dead_server_matches_in_process_run(mod
     assert all(t.prompt_tokens > 0 and t.completion_tokens > 0 for t in result.turns if t.agent != "D")
 
     # Same agents, same models, called in-process (D scripted to fail): identical prompts and replies.
-    local_cfg = eot_config({"good": {"kind": "hf"}, "flaky": {"kind": "hf"}, "down": {"kind": "hf"}})
+    local_cfg = eot_config(http)  # the same recipe; every backend is replaced by an in-process one
     per_agent = {
         "good": _Routed({"m0": models["m0"], "m1": models["m1"]}),
         "flaky": models["m2"],

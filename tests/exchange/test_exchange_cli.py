@@ -163,3 +163,20 @@ def test_serve_command_and_the_openai_example(tmp_path):
         proc.wait(timeout=20)
     assert summary.answered == 6 and summary.failed_calls == 0 and summary.calls >= 6 * 4
     assert summary.prompt_tokens > 0 and summary.completion_tokens > 0
+
+
+def test_missing_api_key_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LMFUSE_NO_SUCH_KEY", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "backends:\n  api: {kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key_env: LMFUSE_NO_SUCH_KEY}\n"
+        "  local: {kind: hf}\n"
+        "agents:\n  - {name: A, backend: api, model: m}\n  - {name: B, backend: api, model: m}\n"
+    )
+    out = tmp_path / "o.jsonl"
+    assert main(["exchange", "--config", str(cfg), "--input", str(QUESTIONS), "-o", str(out)]) == 2
+    assert "LMFUSE_NO_SUCH_KEY is not set" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "o.jsonl.recipe.yaml").exists()
+    cfg.write_text(cfg.read_text().replace("backend: api, model: m}\n", "backend: local, model: m}\n", 1))
+    assert main(["exchange", "--config", str(cfg), "--input", str(QUESTIONS), "-o", str(out)]) == 2
+    assert "only openai backends take a model per agent" in capsys.readouterr().err

@@ -58,10 +58,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     source = args.input or f"zoo held-out set, {args.zoo_questions} per operation"
     output = Path(args.output)
+    solver = _solver(args.method, config)  # fails on a missing key or model before anything is written
     runner.check_recipe(output, config, source, args.overwrite)
     if args.overwrite and args.transcript:
         Path(args.transcript).unlink(missing_ok=True)
-    solver = _solver(args.method, config)
     bar = tqdm(total=len(items), desc=args.method, unit="q", disable=args.no_progress, file=sys.stderr)
     done = runner.answered_ids(output)
     bar.update(sum(it.id in done for it in items))

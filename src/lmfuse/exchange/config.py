@@ -39,6 +39,11 @@ def _check_agents(agents: list[AgentConfig], backends: dict[str, BackendConfig],
         if a.backend not in backends:
             have = ", ".join(backends) or "none"
             problems.append(f"{where}[{i}].backend: unknown backend {a.backend!r}; defined: {have}")
+        elif a.model is not None and backends[a.backend].kind != "openai":
+            problems.append(
+                f"{where}[{i}].model: only openai backends take a model per agent; backend {a.backend!r} "
+                f"is {backends[a.backend].kind} (set its model: on the backend instead)"
+            )
         if a.max_tokens < 1:
             problems.append(f"{where}[{i}].max_tokens: expected >= 1, found {a.max_tokens}")
     return problems
