@@ -38,7 +38,11 @@ def test_round_zero_equals_each_members_own_answers(ctx):
             assert r.calls == len(members) and r.answer == own[0]
         else:
             assert r.calls > len(members) and r.rounds >= 2
-            assert all(t.prompt.count("\n") >= 1 for t in r.turns if t.round > 0)  # peers shown as lines
+            # Round 1 (memory): own round-0 answer, then the peers' in agent order, as solved lines.
+            for k, t in enumerate(x for x in r.turns if x.round == 1):
+                order = [own[k]] + [a for j, a in enumerate(own) if j != k]
+                lines = [f"{qs[i].prompt} {a}" for a in order if a is not None]
+                assert t.prompt == "\n".join([*lines, qs[i].prompt])
 
 
 def test_demo_rows(ctx):
