@@ -26,7 +26,7 @@ def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     scored = zoo.score(qs, [r.answer or "" for r in results], seconds)
     note = (
         f"{len(members)} agents, memory, 3 rounds: {calls / len(qs):.1f} calls/question, "
-        f"{early / len(qs):.0%} early exit"
+        f"{early / len(qs):.0%} early exit; zoo models cannot read peers' lines (README)"
     )
     rows.append(DemoRow("exchange: EoT (zoo members)", scored.row(), seconds, note=note))
     if all(m in ctx.results for m in members):
