@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from lmfuse import zoo
 from lmfuse.backends.hf import HFBackend
 from lmfuse.backends.scripted import ScriptedBackend
 from lmfuse.core.config import from_dict
@@ -14,18 +15,14 @@ from lmfuse.exchange.eot import EoT
 from lmfuse.serve.app import create_app
 from lmfuse.serve.faults import Faults
 from lmfuse.serve.server import ServerThread
-from lmfuse.testing import char_tokenizer, tiny_model
 
 QUESTION = "Q: 37+48= A:"
 
 
 @pytest.fixture(scope="module")
 def models():
-    tok = char_tokenizer()
-    return {
-        f"m{i}": HFBackend(tiny_model("llama", vocab_size=len(tok), seed=i), tok, name=f"m{i}")
-        for i in range(3)
-    }
+    """Zoo models behind ids m0, m1, m2."""
+    return {f"m{i}": HFBackend(*zoo.load(name), name=name) for i, name in enumerate(("base", "add", "sub"))}
 
 
 def eot_config(backends: dict) -> EoTConfig:
@@ -64,6 +61,11 @@ def test_eot_over_http_with_a_flaky_and_a_dead_server_matches_in_process_run(mod
     ]
     assert all(t.attempts == 3 for t in result.turns if t.agent == "D")
     assert all(t.prompt_tokens > 0 and t.completion_tokens > 0 for t in result.turns if t.agent != "D")
+
+    # Over HTTP, agent A's first answer is zoo:base's own answer to the question.
+    base = models["m0"]
+    own = zoo.extract_number(zoo.hf_generate_fn(base.model, base.tokenizer)([QUESTION])[0])
+    assert result.answers[0][0] == own is not None
 
     # Same agents, same models, called in-process (D scripted to fail): identical prompts and replies.
     local_cfg = eot_config(http)  # the same recipe; every backend is replaced by an in-process one
