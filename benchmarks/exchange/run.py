@@ -80,11 +80,11 @@ def early_exit(agents_of: list[str], load, questions: list, rounds: int) -> dict
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny and fast (used by the tests)")
     p.add_argument("--json", help="also write the numbers to this file")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     latencies, nq, rounds, per_op = ((0.1,), 1, 2, 3) if args.smoke else ((0.5, 1.0), 3, 3, 50)
     from transformers.utils import logging as hf_logging
 
