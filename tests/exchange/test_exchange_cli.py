@@ -180,3 +180,18 @@ def test_missing_api_key_fails_before_anything_is_written(tmp_path, capsys, monk
     cfg.write_text(cfg.read_text().replace("backend: api, model: m}\n", "backend: local, model: m}\n", 1))
     assert main(["exchange", "--config", str(cfg), "--input", str(QUESTIONS), "-o", str(out)]) == 2
     assert "only openai backends take a model per agent" in capsys.readouterr().err
+
+
+def test_zoo_example_in_process(tmp_path, capsys):
+    from lmfuse import zoo
+
+    out = tmp_path / "z.jsonl"
+    cmd = ["exchange", "--config", str(EXAMPLES / "eot_zoo.yaml"), "--zoo-questions", "2", "-o", str(out)]
+    assert main([*cmd, "--no-progress"]) == 0
+    assert "answered 6 of 6" in capsys.readouterr().out
+    got = rows(out)
+    assert sorted(got) == sorted(q.id for q in zoo.eval_set(2))
+    for r in got.values():
+        assert r["calls"] == 5 * r["rounds"] and r["rounds"] in (1, 2)
+        assert (r["stop"] == "early_exit") == (r["rounds"] == 1)
+        assert r["correct"] == (r["answer"] == r["expected"])
