@@ -59,14 +59,8 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     )
 
 
-def create_app(
-    models: Mapping[str, Backend], faults: Faults | None = None, api_key: str | None = None
-) -> FastAPI:
-    """The app serving ``models`` (model id → backend), with optional injected ``faults``; with
-    ``api_key``, requests must send ``Authorization: Bearer <api_key>`` (else 401)."""
-    app = FastAPI(title="lmfuse serve", version="1")
-    faults = faults or Faults()
-    app.state.faults = faults
+def _install_auth_and_errors(app: FastAPI, api_key: str | None) -> None:
+    """API-key check (when set) and OpenAI-shaped errors for ``APIError`` and invalid bodies."""
 
     @app.middleware("http")
     async def _auth(request: HTTPRequest, call_next):
@@ -84,6 +78,18 @@ def create_app(
     async def _invalid(_: HTTPRequest, exc: RequestValidationError) -> JSONResponse:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return _error(400, f"invalid request body: {where}", "invalid_request_error")
+
+
+def create_app(
+    models: Mapping[str, Backend], faults: Faults | None = None, api_key: str | None = None
+) -> FastAPI:
+    """The app serving ``models`` (model id → backend), with optional injected ``faults``; with
+    ``api_key``, requests must send ``Authorization: Bearer <api_key>`` (else 401)."""
+    app = FastAPI(title="lmfuse serve", version="1")
+    faults = faults or Faults()
+    app.state.faults = faults
+
+    _install_auth_and_errors(app, api_key)
 
     async def run(model: str, requests: list[Request], stream: bool, n: int) -> list:
         if model not in models:
