@@ -22,7 +22,7 @@ COMMAND_MODULES = [
     # ensemble: "lmfuse.ensemble.command",
     "lmfuse.graft.command",
     # moe: "lmfuse.moe.command",
-    # exchange: "lmfuse.exchange.command",
+    "lmfuse.exchange.command",
 ]
 
 

@@ -20,7 +20,7 @@ DEMO_MODULES = [
     # ensemble: "lmfuse.ensemble.demo",
     "lmfuse.graft.demo",
     # moe: "lmfuse.moe.demo",
-    # exchange: "lmfuse.exchange.demo",
+    "lmfuse.exchange.demo",
 ]
 
 
