@@ -20,9 +20,9 @@ COMMAND_MODULES = [
     "lmfuse.demo_command",
     "lmfuse.vote.command",
     # ensemble: "lmfuse.ensemble.command",
-    # graft: "lmfuse.graft.command",
+    "lmfuse.graft.command",
     # moe: "lmfuse.moe.command",
-    # exchange: "lmfuse.exchange.command",
+    "lmfuse.exchange.command",
 ]
 
 

@@ -18,9 +18,9 @@ from lmfuse import zoo
 DEMO_MODULES = [
     "lmfuse.vote.demo",
     # ensemble: "lmfuse.ensemble.demo",
-    # graft: "lmfuse.graft.demo",
+    "lmfuse.graft.demo",
     # moe: "lmfuse.moe.demo",
-    # exchange: "lmfuse.exchange.demo",
+    "lmfuse.exchange.demo",
 ]
 
 
