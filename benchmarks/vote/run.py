@@ -14,7 +14,7 @@ Three measurements in one run:
 
 Absolute times on shared machines are noise; the ratios are measured on the same inputs in one run.
 
-    python benchmarks/vote/run.py            # full (about 5 minutes on 2 busy cores)
+    python benchmarks/vote/run.py            # full (5-10 minutes on 2 shared cores: the reference is slow)
     python benchmarks/vote/run.py --smoke    # seconds; exercised by tests/vote/test_benchmark.py
     python benchmarks/vote/run.py --parts throughput   # one measurement
 """
