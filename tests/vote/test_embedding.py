@@ -47,3 +47,19 @@ def test_vote_package_does_not_import_torch():
     code = "import sys, lmfuse.vote; lmfuse.vote.vote(['a', 'b']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cli_with_an_explicit_embedding_model_directory(tmp_path):
+    import json
+
+    from lmfuse.cli import main
+    from lmfuse.vote.embedding import default_model_path
+
+    inp = tmp_path / "in.jsonl"
+    cands = ["The cat sleeps on the sofa.", "A cat is sleeping on the couch.", "Stock prices fell sharply."]
+    inp.write_text(json.dumps({"id": "q", "candidates": cands}) + "\n")
+    out = tmp_path / "out.jsonl"
+    args = ["vote", str(inp), "-o", str(out), "--similarity", "embedding"]
+    assert main([*args, "--embedding-model", str(default_model_path()), "--no-progress"]) == 0
+    row = json.loads(out.read_text())
+    assert row["index"] in (0, 1) and min(row["scores"]) == row["scores"][2]
