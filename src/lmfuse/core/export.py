@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from lmfuse.core.checkpoint import SAFE_INDEX, CheckpointReader, atomic_output_dir
+from lmfuse.core.atomic import atomic_output_dir
+from lmfuse.core.checkpoint import SAFE_INDEX, CheckpointReader
 from lmfuse.errors import CheckpointError
 
 DTYPE_TAGS = {

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lmfuse import __version__
-from lmfuse.core.checkpoint import atomic_write_text
+from lmfuse.core.atomic import atomic_write_text
 from lmfuse.core.config import dump_yaml
 from lmfuse.errors import ConfigError, InputDataError
 from lmfuse.exchange.result import ExchangeResult, Solver

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from lmfuse.core.checkpoint import check_output_dir
+from lmfuse.core.atomic import check_output_dir
 from lmfuse.core.export import ExportTensor, from_source
 from lmfuse.core.loading import resolve_dtype
 from lmfuse.errors import ConfigError, LmfuseError

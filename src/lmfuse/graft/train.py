@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lmfuse.core.checkpoint import atomic_output_dir, check_output_dir
+from lmfuse.core.atomic import atomic_output_dir, check_output_dir
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import PROVENANCE_FILE, provenance
 from lmfuse.errors import ConfigError, InputDataError

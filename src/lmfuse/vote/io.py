@@ -15,14 +15,12 @@ Blank lines are ignored. A bad line raises ``InputDataError`` naming file, line 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmfuse.core.atomic import atomic_open
 from lmfuse.errors import InputDataError
 
 TEXT_FIELDS = ("answer", "response", "output", "text", "completion", "prediction")
@@ -145,22 +143,9 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[dict], overwrite: boo
 
     On any error (or Ctrl-C) the temporary file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputDataError(f"output {path} already exists; pass --overwrite to replace it")
-    if path.is_dir():
-        raise InputDataError(f"output {path} is a directory; expected a .jsonl file path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, overwrite=overwrite) as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
     return count
