@@ -1,0 +1,141 @@
+"""The decode loop for members that share a tokenizer, read top to bottom.
+
+Every step: the lead member (member 0) scores the next token from its KV cache; unless the selective gate
+finds it confident for every unfinished row, the other members first catch up on the tokens they skipped
+(one chunked forward each) and score too; the scores are combined, the combined distribution is processed
+(temperature, top-k, top-p) and one token per row is committed to all members. A row stops on an EOS id of
+the lead member or when a stop string appears in its text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from lmfuse.ensemble.combine import COMBINE, next_tokens
+from lmfuse.ensemble.member import Member, MemberState
+
+
+@dataclass
+class SamplingOptions:
+    """How tokens are chosen from the combined distribution."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    """0 = greedy (argmax)."""
+    top_k: int = 0
+    """0 = off."""
+    top_p: float = 1.0
+    """1 = off."""
+    stop: list[str] = field(default_factory=list)
+    """A row stops when its generated text contains one of these (the text is cut before it)."""
+    seed: int | None = None
+
+
+@dataclass
+class DecodeResult:
+    """New tokens of a batch and what the gate did."""
+
+    tokens: torch.Tensor
+    """(batch, steps) committed ids; rows that stopped early are filled with the pad id."""
+    finished_by: list[str]
+    """Per row: ``eos``, ``stop`` or ``length``."""
+    steps: int = 0
+    ensembled: int = 0
+    """Row-steps decided by the full ensemble (the rest by the confident lead member alone)."""
+    row_steps: int = 0
+
+
+def decode_shared(
+    members: Sequence[Member],
+    weights: Sequence[float],
+    combine: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    options: SamplingOptions,
+    gate: float | None = None,
+    device: torch.device | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> DecodeResult:
+    """Decode a left-padded batch ``input_ids`` (batch, prompt) with ``attention_mask`` (batch, prompt).
+
+    ``gate``: when set, a row whose lead-member top probability is at least ``gate`` takes the lead's
+    token distribution alone; other members run only when some row needs them. Logits are combined on
+    ``device`` (default: the lead member's)."""
+    device = device or members[0].device
+    combine_fn = COMBINE[combine]
+    lead_tok = members[0].tokenizer
+    pad_id = lead_tok.pad_token_id
+    eos = torch.tensor(sorted(members[0].eos_ids), dtype=torch.long, device=device)
+    generator = None
+    if options.seed is not None and options.temperature > 0:
+        generator = torch.Generator(device=device).manual_seed(options.seed)
+
+    batch = input_ids.shape[0]
+    states = [MemberState(m, batch) for m in members]
+    # Tokens each member has not yet read, with their mask: at first the whole prompt.
+    pending = [(input_ids, attention_mask) for _ in members]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    reason = ["length"] * batch
+    out: list[torch.Tensor] = []
+    result = DecodeResult(torch.empty(batch, 0, dtype=torch.long), reason)
+
+    for step in range(options.max_new_tokens):
+        lead_logits = states[0].forward(*pending[0]).to(device)
+        pending[0] = None
+        logp = torch.log_softmax(lead_logits, dim=-1)  # (batch, vocab)
+        need = ~finished
+        if gate is not None:
+            need &= logp.max(dim=-1).values.exp() < gate
+        if gate is None or bool(need.any()):
+            # Every other member catches up on what it skipped in one chunked forward.
+            logits = [lead_logits]
+            for i in range(1, len(members)):
+                logits.append(states[i].forward(*pending[i]).to(device))
+                pending[i] = None
+            logp = torch.where(need[:, None], combine_fn(logits, weights), logp)
+        result.ensembled += int(need.sum())
+        result.row_steps += int((~finished).sum())
+
+        token = next_tokens(logp, options.temperature, options.top_k, options.top_p, generator)
+        token = torch.where(finished, torch.full_like(token, pad_id), token)  # (batch,)
+        out.append(token)
+        just_eos = ~finished & torch.isin(token, eos)
+        for r in just_eos.nonzero().flatten().tolist():
+            reason[r] = "eos"
+        finished |= just_eos
+        if options.stop:
+            _check_stop(lead_tok, torch.stack(out, dim=1), finished, reason, options.stop)
+        result.steps = step + 1
+        if on_step:
+            on_step(step)
+        if bool(finished.all()):
+            break
+        # Commit the token to every member: appended to what each has not read yet.
+        new = token[:, None]
+        for i in range(len(members)):
+            ids, mask = pending[i] if pending[i] is not None else (new[:, :0], new[:, :0])
+            pending[i] = (
+                torch.cat([ids.to(device), new], 1),
+                torch.cat([mask.to(device), torch.ones_like(new)], 1),
+            )
+
+    result.tokens = torch.stack(out, dim=1) if out else result.tokens
+    return result
+
+
+def _check_stop(tokenizer, tokens: torch.Tensor, finished: torch.Tensor, reason: list[str], stop) -> None:
+    """Mark rows whose decoded new text (batch, steps) contains a stop string."""
+    for r in (~finished).nonzero().flatten().tolist():
+        text = tokenizer.decode(tokens[r].tolist(), skip_special_tokens=True)
+        if any(s in text for s in stop):
+            finished[r] = True
+            reason[r] = "stop"
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to (not including) the earliest stop string."""
+    cuts = [text.find(s) for s in stop if s in text]
+    return text[: min(cuts)] if cuts else text
