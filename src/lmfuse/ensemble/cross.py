@@ -10,6 +10,7 @@ re-tokenized, the cache is cropped back to the first differing token and the res
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -105,10 +106,20 @@ def _utf8_prefix(data: bytes) -> bytes:
     return b""
 
 
+def _utf8_possible(data: bytes) -> bool:
+    """``data`` is UTF-8, or UTF-8 whose last character is not complete yet."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def _candidates(
     tracks: Sequence[Track], logps: Sequence[torch.Tensor | None], text: bytes, k: int
 ) -> list[bytes]:
-    """Union of the members' top-k next tokens as the bytes they add to ``text`` (EOS as ``EOS``)."""
+    """Union of the members' top-k next tokens as the bytes they add to ``text`` (EOS as ``EOS``);
+    tokens that would make the text invalid UTF-8 are left out, so the output is always valid text."""
     seen: dict[bytes, None] = {}
     for t, lp in zip(tracks, logps, strict=True):
         if lp is None:
@@ -119,7 +130,7 @@ def _candidates(
                 seen.setdefault(EOS)
                 continue
             b = t.vmap.token_bytes[idx]
-            if b and len(b) > len(lag) and b.startswith(lag):
+            if b and len(b) > len(lag) and b.startswith(lag) and _utf8_possible(text + b[len(lag) :]):
                 seen.setdefault(b[len(lag) :])
     return list(seen)
 
@@ -190,4 +201,5 @@ def decode_cross(
         if options.stop and any(s in text.decode("utf-8", "ignore") for s in options.stop):
             result.finished_by = ["stop"]
             break
-    return cut_at_stop(text.decode("utf-8", "replace"), options.stop), result
+    # an unfinished last character (max_new_tokens reached mid-character) is dropped
+    return cut_at_stop(_utf8_prefix(text).decode("utf-8"), options.stop), result
