@@ -10,6 +10,17 @@ PROMPTS = ["Q: 12+7= A:", "hi", "the quick brown fox jumps", "Q: 6*8="]
 """Different lengths, so batches are left-padded."""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine more threads only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tok():
     return char_tokenizer()
@@ -33,3 +44,21 @@ def models(tok):
 def batch(tok):
     enc = tok(PROMPTS, return_tensors="pt", padding=True)
     return enc["input_ids"], enc["attention_mask"]
+
+
+def without_specials(model, tok):
+    """A copy of ``model`` that never predicts pad/bos/unk (as a trained model would not): its head gets
+    a bias of -1e4 on those rows. Byte alignment has no candidate for tokens without bytes."""
+    import copy
+
+    import torch
+
+    out = copy.deepcopy(model)
+    head = out.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[[tok.pad_token_id, tok.bos_token_id, tok.unk_token_id]] = -1e4
+    out.lm_head = biased
+    return out

@@ -140,14 +140,13 @@ def _member_scores(t: Track, lp: torch.Tensor, cands: list[bytes], text: bytes) 
     (so that combining sees each member's real probabilities, not ones renormalised over candidates)."""
     lag = text[t.consumed :]
     eos = sorted(i for i in t.member.eos_ids if i < lp.shape[-1])
+    idx = [-1 if c == EOS else t.vmap.longest_prefix(lag + c, longer_than=len(lag)) for c in cands]
+    found = torch.tensor([i is not None and i >= 0 for i in idx], device=lp.device)
+    picked = lp[torch.tensor([i if i is not None and i >= 0 else 0 for i in idx], device=lp.device)]
     out = torch.full((len(cands) + 1,), float("-inf"), device=lp.device)
-    for j, c in enumerate(cands):
-        if c == EOS:
-            out[j] = torch.logsumexp(lp[eos], 0) if eos else float("-inf")
-            continue
-        idx = t.vmap.longest_prefix(lag + c, longer_than=len(lag))
-        if idx is not None:
-            out[j] = lp[idx]
+    out[:-1] = torch.where(found, picked, out[:-1])
+    if EOS in cands and eos:
+        out[cands.index(EOS)] = torch.logsumexp(lp[eos], 0)
     mass = out[:-1].exp().sum().clamp(max=1.0)
     out[-1] = torch.log1p(-mass) if mass < 1 else float("-inf")
     return out

@@ -1,0 +1,122 @@
+"""Byte-aligned decoding across different tokenizers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmfuse.ensemble import COMBINE, Ensemble
+from lmfuse.ensemble.align import VocabMap
+from lmfuse.ensemble.cross import Track
+from lmfuse.ensemble.member import MemberState, make_member
+from lmfuse.errors import IncompatibleModelsError
+from lmfuse.testing import tiny_model
+
+from .conftest import PROMPTS, without_specials
+
+
+@pytest.fixture(scope="module")
+def bpe_model(bpe):
+    return tiny_model("qwen2", vocab_size=len(bpe), seed=4)
+
+
+@pytest.mark.parametrize("combine", sorted(COMBINE))
+def test_bytes_alignment_of_one_tokenizer_equals_shared_ids(models, tok, combine):
+    pair = [(without_specials(models["llama"], tok), tok), (without_specials(models["qwen2"], tok), tok)]
+    shared = Ensemble(pair, combine=combine, weights=[0.6, 0.4])
+    cross = Ensemble(pair, combine=combine, weights=[0.6, 0.4], align="bytes", union_top_k=len(tok))
+    assert shared.shared_vocab and not cross.shared_vocab
+    ids, mask = tok(PROMPTS, return_tensors="pt", padding=True).values()
+    new = shared.generate_ids(ids, mask, max_new_tokens=12)[:, ids.shape[1] :]
+    # precondition: no pad/bos/unk was chosen before EOS (special tokens have no bytes)
+    chosen = {t for row in new.tolist() for t in row[: row.index(2) if 2 in row else None]}
+    assert not chosen & {tok.pad_token_id, tok.bos_token_id, tok.unk_token_id}
+    assert cross.generate(PROMPTS, max_new_tokens=12) == shared.generate(PROMPTS, max_new_tokens=12)
+
+
+def test_different_tokenizers_give_valid_text(models, tok, bpe, bpe_model):
+    ens = Ensemble([(models["llama"], tok), (bpe_model, bpe)])
+    assert not ens.shared_vocab
+    out = ens.generate(PROMPTS, max_new_tokens=16)
+    assert len(out) == len(PROMPTS)
+    for text in out:
+        assert isinstance(text, str) and "\ufffd" not in text
+        assert text.encode("utf-8").decode("utf-8") == text
+    # both members shape the result: it differs from the char member decoding alone
+    alone = Ensemble([(models["llama"], tok)]).generate(PROMPTS, max_new_tokens=16)
+    assert out != alone
+
+
+def test_cross_sampling_is_reproducible(models, tok, bpe, bpe_model):
+    ens = Ensemble([(bpe_model, bpe), (models["mistral"], tok)])
+    kw = dict(max_new_tokens=10, temperature=1.0, top_k=20)
+    assert ens.generate(PROMPTS[:2], seed=1, **kw) == ens.generate(PROMPTS[:2], seed=1, **kw)
+
+
+def test_alignment_report(models, tok, bpe, bpe_model):
+    ens = Ensemble([(models["llama"], tok), (bpe_model, bpe)])
+    rep = ens.alignment
+    char_row, bpe_row = rep.members
+    assert char_row.with_bytes == len(tok) - 4  # every char is a token; the 4 specials have no bytes
+    assert char_row.exact[bpe_row.name] == 1.0  # byte-level BPE has every ASCII byte
+    assert 0.0 < bpe_row.exact[char_row.name] < 1.0  # multi-char BPE merges are not char tokens
+    assert "with bytes" in rep.summary()
+
+
+def test_shared_only_apis_refuse_byte_alignment(models, tok, bpe, bpe_model):
+    ens = Ensemble([(models["llama"], tok), (bpe_model, bpe)])
+    with pytest.raises(IncompatibleModelsError, match="share a tokenizer"):
+        ens.generate_ids(torch.ones(1, 3, dtype=torch.long))
+    with pytest.raises(IncompatibleModelsError, match="share a tokenizer"):
+        ens.score(["hello"])
+    with pytest.raises(IncompatibleModelsError, match="(?s)differ.*align='bytes'"):
+        Ensemble([(models["llama"], tok), (bpe_model, bpe)], align="ids")
+
+
+def _rollback_case(vmap: VocabMap):
+    """A token ``x+y`` whose head ``x`` is a token and whose tail ``y`` is not: committing x then y
+    makes the member re-tokenize and roll back x."""
+    for data in sorted(vmap.ids, key=len, reverse=True):
+        for cut in range(1, len(data)):
+            if data[:cut] in vmap.ids and data[cut:] not in vmap.ids and len(data) - cut > 1:
+                return data[:cut], data[cut:]
+    raise AssertionError("no rollback case in this vocabulary")
+
+
+def test_track_rolls_back_with_crop_and_matches_a_fresh_forward(bpe, bpe_model):
+    member = make_member(bpe_model, bpe, "bpe")
+    vmap = VocabMap.of(member)
+    head, tail = _rollback_case(vmap)
+    track = Track(member, vmap, MemberState(member, 1), bpe("Q: 1")["input_ids"])
+    track.sync(torch.device("cpu"))
+    track.advance(head)
+    track.sync(torch.device("cpu"))
+    before = track.state.length
+    track.advance(head + tail)
+    logits = track.sync(torch.device("cpu"))
+    assert b"".join(vmap.token_bytes[i] for i in track.gen) == head + tail
+    assert track.gen == bpe((head + tail).decode(), add_special_tokens=False)["input_ids"]
+    assert track.state.length == len(track.prompt) + len(track.gen) < before + len(track.gen)  # cropped
+    with torch.no_grad():
+        fresh = bpe_model(torch.tensor([track.prompt + track.gen])).logits[0, -1]
+    torch.testing.assert_close(logits, fresh, atol=1e-4, rtol=1e-4)
+
+
+def test_track_waits_for_the_rest_of_a_character(models, tok):
+    member = make_member(models["llama"], tok, "char")
+    track = Track(member, VocabMap.of(member), MemberState(member, 1), tok("a")["input_ids"])
+    track.advance("é".encode()[:1])  # half a character: nothing to feed yet
+    assert track.gen == [] and track.consumed == 0
+
+
+def test_gated_cross_decoding_reports_fraction(models, tok, bpe, bpe_model):
+    lead = without_specials(models["llama"], tok)
+    pair = [(lead, tok), (bpe_model, bpe)]
+    gated = Ensemble(pair, gate=0.15)
+    out = gated.generate(PROMPTS, max_new_tokens=10)
+    assert all("\ufffd" not in t for t in out)
+    assert 0.0 < gated.stats.ensembled_fraction < 1.0
+    never = Ensemble(pair, gate=1e-9)
+    alone = Ensemble([(lead, tok)]).generate(PROMPTS, max_new_tokens=10)
+    assert never.generate(PROMPTS, max_new_tokens=10) == alone
+    assert never.stats.ensembled_fraction == 0.0
