@@ -19,7 +19,7 @@ COMMAND_MODULES = [
     "lmfuse.zoo.command",
     "lmfuse.demo_command",
     # vote: "lmfuse.vote.command",
-    # ensemble: "lmfuse.ensemble.command",
+    "lmfuse.ensemble.command",
     # graft: "lmfuse.graft.command",
     # moe: "lmfuse.moe.command",
     # exchange: "lmfuse.exchange.command",
