@@ -17,7 +17,7 @@ from lmfuse import zoo
 # Methods that add rows, in display order. Keep one entry per line.
 DEMO_MODULES = [
     # vote: "lmfuse.vote.demo",
-    # ensemble: "lmfuse.ensemble.demo",
+    "lmfuse.ensemble.demo",
     # graft: "lmfuse.graft.demo",
     # moe: "lmfuse.moe.demo",
     # exchange: "lmfuse.exchange.demo",

@@ -139,3 +139,26 @@ def test_gate_extremes(models, tok, batch):
         Ensemble(pair).generate_ids(ids, mask, max_new_tokens=NEW),
     )
     assert always.stats.ensembled_fraction == 1.0
+
+
+def test_ignore_eos_decodes_every_token(tok, batch):
+    model = tiny_model("llama", vocab_size=len(tok), seed=11)
+    with torch.no_grad():
+        model.lm_head.weight[tok.eos_token_id] *= 2.5
+    ids, mask = batch
+    ens = Ensemble([(model, tok)])
+    full = ens.generate_ids(ids, mask, max_new_tokens=20, ignore_eos=True)
+    assert full.shape[1] == ids.shape[1] + 20 and ens.stats.row_steps == 20 * len(ids)
+    expected = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, min_new_tokens=20,
+                              do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    stopped = ens.generate_ids(ids, mask, max_new_tokens=20)
+    stopped_rows = [r for r in range(len(ids)) if tok.eos_token_id in stopped[r, ids.shape[1] :].tolist()]
+    assert stopped_rows, "test needs a row that stops"
+    # up to each row's first EOS, ignoring EOS changes nothing
+    for r in range(len(ids)):
+        row = stopped[r, ids.shape[1] :].tolist()
+        n = row.index(tok.eos_token_id) if tok.eos_token_id in row else len(row)
+        assert full[r, ids.shape[1] : ids.shape[1] + n].tolist() == row[:n]
+        if r in stopped_rows:  # ... and decoding goes on after it
+            assert set(full[r, ids.shape[1] + n + 1 :].tolist()) != {tok.pad_token_id}
+    assert expected.shape == full.shape

@@ -116,7 +116,7 @@ def _utf8_possible(data: bytes) -> bool:
 
 
 def _candidates(
-    tracks: Sequence[Track], logps: Sequence[torch.Tensor | None], text: bytes, k: int
+    tracks: Sequence[Track], logps: Sequence[torch.Tensor | None], text: bytes, k: int, with_eos: bool = True
 ) -> list[bytes]:
     """Union of the members' top-k next tokens as the bytes they add to ``text`` (EOS as ``EOS``);
     tokens that would make the text invalid UTF-8 are left out, so the output is always valid text."""
@@ -127,7 +127,8 @@ def _candidates(
         lag = text[t.consumed :]
         for idx in torch.topk(lp, min(k, lp.shape[-1])).indices.tolist():
             if idx in t.member.eos_ids:
-                seen.setdefault(EOS)
+                if with_eos:
+                    seen.setdefault(EOS)
                 continue
             b = t.vmap.token_bytes[idx]
             if b and len(b) > len(lag) and b.startswith(lag) and _utf8_possible(text + b[len(lag) :]):
@@ -182,7 +183,7 @@ def decode_cross(
             result.ensembled += 1
         result.row_steps += 1
         result.steps = step + 1
-        cands = _candidates(use, logps, text, union_top_k)
+        cands = _candidates(use, logps, text, union_top_k, with_eos=not options.ignore_eos)
         if not cands:
             result.finished_by = ["eos"]  # no member can continue the committed bytes
             break

@@ -32,6 +32,8 @@ class SamplingOptions:
     stop: list[str] = field(default_factory=list)
     """A row stops when its generated text contains one of these (the text is cut before it)."""
     seed: int | None = None
+    ignore_eos: bool = False
+    """Decode ``max_new_tokens`` whatever is sampled (for benchmarks)."""
 
 
 @dataclass
@@ -68,7 +70,9 @@ def decode_shared(
     combine_fn = COMBINE[combine]
     lead_tok = members[0].tokenizer
     pad_id = lead_tok.pad_token_id
-    eos = torch.tensor(sorted(members[0].eos_ids), dtype=torch.long, device=device)
+    eos = torch.tensor(
+        [] if options.ignore_eos else sorted(members[0].eos_ids), dtype=torch.long, device=device
+    )
     generator = None
     if options.seed is not None and options.temperature > 0:
         generator = torch.Generator(device=device).manual_seed(options.seed)

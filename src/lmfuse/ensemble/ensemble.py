@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -139,46 +139,34 @@ class Ensemble:
         seed: int | None = None,
         chat: bool = False,
         batch_size: int = 16,
+        ignore_eos: bool = False,
         on_prompt: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Completions of ``prompts`` (prompt removed, cut before any stop string). Greedy when
-        ``temperature`` is 0. ``chat``: wrap each prompt as a user message in each member's chat
-        template. ``on_prompt(n)`` is called after every ``n`` finished prompts (progress bars)."""
-        options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed)
+        ``temperature`` is 0; with a ``seed``, sampling is reproducible (for the same ``batch_size``).
+        ``chat``: wrap each prompt as a user message in each member's chat template. ``ignore_eos``:
+        always decode ``max_new_tokens`` (benchmarks). ``on_prompt(n)``: called as prompts finish."""
+        options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, ignore_eos)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size: expected a positive integer, found {batch_size}")
         self.stats = GenerationStats()
         texts: list[str] = []
-        if not self.shared_vocab:
+        if not self.shared_vocab:  # one prompt at a time: each member advances by its own tokens
             for i, prompt in enumerate(prompts):
                 per_member = [self._template(m, prompt, chat) for m in self.members]
-                opts = (
-                    options
-                    if seed is None
-                    else self._options(max_new_tokens, temperature, top_p, top_k, stop, seed + i)
-                )
-                text, st = decode_cross(
-                    self.aligner,
-                    self.weights,
-                    self.combine,
-                    per_member,
-                    opts,
-                    self.union_top_k,
-                    self.gate,
-                    self.device,
-                )
+                opts = replace(options, seed=None if seed is None else seed + i)
+                text, res = decode_cross(
+                    self.aligner, self.weights, self.combine, per_member, opts, self.union_top_k, self.gate, self.device
+                )  # fmt: skip
                 texts.append(text)
-                self._add_stats(st)
+                self._add_stats(res)
                 if on_prompt:
                     on_prompt(1)
             return texts
-        lead = self.members[0]
         for start in range(0, len(prompts), batch_size):
-            chunk = [self._template(lead, p, chat) for p in prompts[start : start + batch_size]]
+            chunk = [self._template(self.members[0], p, chat) for p in prompts[start : start + batch_size]]
             ids, mask = self._encode(chunk)
-            opts = (
-                options
-                if seed is None
-                else self._options(max_new_tokens, temperature, top_p, top_k, stop, seed + start)
-            )
+            opts = replace(options, seed=None if seed is None else seed + start)
             res = decode_shared(
                 self.members, self.weights, self.combine, ids, mask, opts, self.gate, self.device
             )
@@ -197,6 +185,7 @@ class Ensemble:
         top_p: float = 1.0,
         top_k: int = 0,
         seed: int | None = None,
+        ignore_eos: bool = False,
     ) -> torch.Tensor:
         """Like ``model.generate``: left-padded ``input_ids`` (batch, prompt) → (batch, prompt + new),
         rows that stopped early padded with the pad id. Members must share a tokenizer."""
@@ -206,7 +195,7 @@ class Ensemble:
                 "these members are aligned by bytes: use generate(prompts) instead"
             )
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        options = self._options(max_new_tokens, temperature, top_p, top_k, None, seed)
+        options = self._options(max_new_tokens, temperature, top_p, top_k, None, seed, ignore_eos)
         res = decode_shared(
             self.members, self.weights, self.combine, input_ids, mask, options, self.gate, self.device
         )
@@ -258,7 +247,7 @@ class Ensemble:
 
     # ------------------------------------------------------------------ helpers
 
-    def _options(self, max_new_tokens, temperature, top_p, top_k, stop, seed) -> SamplingOptions:
+    def _options(self, max_new_tokens, temperature, top_p, top_k, stop, seed, ignore_eos) -> SamplingOptions:
         problems = []
         if max_new_tokens < 1:
             problems.append(f"max_new_tokens: expected a positive integer, found {max_new_tokens}")
@@ -270,9 +259,8 @@ class Ensemble:
             problems.append(f"top_k: expected >= 0 (0 = off), found {top_k}")
         if problems:
             raise ConfigError(problems)
-        return SamplingOptions(
-            max_new_tokens, temperature, top_k, top_p, [s for s in (stop or []) if s], seed
-        )
+        stops = [s for s in (stop or []) if s]
+        return SamplingOptions(max_new_tokens, temperature, top_k, top_p, stops, seed, ignore_eos)
 
     def _template(self, member: Member, prompt: str, chat: bool) -> str:
         if not chat:

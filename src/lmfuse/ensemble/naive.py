@@ -23,11 +23,12 @@ def naive_generate_ids(
     attention_mask: torch.Tensor,
     max_new_tokens: int,
     gate: float | None = None,
+    ignore_eos: bool = False,
 ) -> torch.Tensor:
     """Greedy: left-padded (batch, prompt) → (batch, prompt + new); rows that stopped get the pad id.
     ``gate``: a row whose lead top probability is at least ``gate`` follows the lead alone."""
     ids, mask = input_ids.clone(), attention_mask.clone()
-    eos = torch.tensor(sorted(members[0].eos_ids), dtype=torch.long)
+    eos = torch.tensor([] if ignore_eos else sorted(members[0].eos_ids), dtype=torch.long)
     pad = members[0].tokenizer.pad_token_id
     finished = torch.zeros(ids.shape[0], dtype=torch.bool)
     for _ in range(max_new_tokens):
