@@ -63,3 +63,15 @@ def test_chat_template_is_applied_per_member(models, tok):
     )
     with pytest.raises(ConfigError, match="no chat template"):
         Ensemble([(models["llama"], tok)]).generate(["x"], chat=True)
+
+
+def test_empty_prompt_without_bos_is_a_clear_error(models, tok, bpe):
+    import copy
+
+    no_bos = copy.deepcopy(bpe)
+    no_bos._tokenizer.post_processor = None
+    model = tiny_model("llama", vocab_size=len(bpe), seed=9)
+    with pytest.raises(ConfigError, match="sees no token"):
+        Ensemble([(model, no_bos)]).generate(["ok", ""])
+    with pytest.raises(ConfigError, match="sees no token"):
+        Ensemble([(models["llama"], tok), (model, no_bos)]).generate([""])

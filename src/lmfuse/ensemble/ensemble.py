@@ -154,6 +154,8 @@ class Ensemble:
         if not self.shared_vocab:  # one prompt at a time: each member advances by its own tokens
             for i, prompt in enumerate(prompts):
                 per_member = [self._template(m, prompt, chat) for m in self.members]
+                for m, text in zip(self.members, per_member, strict=True):
+                    _check_nonempty([len(m.tokenizer(text)["input_ids"])], m.name)
                 opts = replace(options, seed=None if seed is None else seed + i)
                 text, res = decode_cross(
                     self.aligner, self.weights, self.combine, per_member, opts, self.union_top_k, self.gate, self.device
@@ -276,6 +278,7 @@ class Ensemble:
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.members[0].tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+        _check_nonempty(enc["attention_mask"].sum(1).tolist(), self.members[0].name)
         return enc["input_ids"], enc["attention_mask"]
 
     def _texts(self, tokens: torch.Tensor, stop: list[str]) -> list[str]:
@@ -290,3 +293,12 @@ class Ensemble:
         self.stats.steps += res.steps
         self.stats.row_steps += res.row_steps
         self.stats.ensembled += res.ensembled
+
+
+def _check_nonempty(lengths: list[int], name: str) -> None:
+    empty = [i for i, n in enumerate(lengths) if n == 0]
+    if empty:
+        raise ConfigError(
+            f"prompts: member {name} sees no token in prompt(s) {empty} (empty text and no BOS); "
+            f"expected at least one token to condition on: pass a non-empty prompt"
+        )
