@@ -62,3 +62,25 @@ def without_specials(model, tok):
         biased.bias[[tok.pad_token_id, tok.bos_token_id, tok.unk_token_id]] = -1e4
     out.lm_head = biased
     return out
+
+
+@pytest.fixture(scope="session")
+def spm():
+    """A SentencePiece-style tokenizer (``▁`` for spaces, ``<0xNN>`` byte fallback, prefix space on the
+    first word), as Llama-2 and Mistral use: its tokens' strings are not their bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token=None, byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"] + [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False)
+    backend.train_from_iterator(
+        ["hello world, the quick brown fox.", "Q: 12+7= A: 19", "Q: 6*8= A: 48"], trainer
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )

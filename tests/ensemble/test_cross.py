@@ -120,3 +120,31 @@ def test_gated_cross_decoding_reports_fraction(models, tok, bpe, bpe_model):
     alone = Ensemble([(lead, tok)]).generate(PROMPTS, max_new_tokens=10)
     assert never.generate(PROMPTS, max_new_tokens=10) == alone
     assert never.stats.ensembled_fraction == 0.0
+
+
+def test_sentencepiece_style_member_follows_the_text(spm):
+    """``▁`` spaces, byte fallback and an added prefix space: the track still spells exactly the
+    committed bytes, and its cache gives the logits of a fresh forward."""
+    model = tiny_model("mistral", vocab_size=len(spm), seed=6)
+    member = make_member(model, spm, "spm")
+    vmap = VocabMap.of(member)
+    assert vmap.ids.get(b" ") is not None and vmap.ids.get(b"\xc3") is not None  # ▁ and <0xC3>
+    track = Track(member, vmap, MemberState(member, 1), spm("Q:")["input_ids"])
+    text = b""
+    for piece in [b" 1", b"2+", b"7=", b" A", b":", " é".encode()[:2], " é".encode()[2:], b"!"]:
+        text += piece
+        track.advance(text)
+        logits = track.sync(torch.device("cpu"))
+        assert b"".join(vmap.token_bytes[i] for i in track.gen) == text[: track.consumed]
+    assert track.consumed == len(text)
+    with torch.no_grad():
+        fresh = model(torch.tensor([track.prompt + track.gen])).logits[0, -1]
+    torch.testing.assert_close(logits, fresh, atol=1e-4, rtol=1e-4)
+
+
+def test_sentencepiece_and_byte_level_members_decode_together(models, tok, bpe, bpe_model, spm):
+    spm_model = tiny_model("mistral", vocab_size=len(spm), seed=6)
+    ens = Ensemble([(spm_model, spm), (bpe_model, bpe), (models["llama"], tok)])
+    out = ens.generate(PROMPTS, max_new_tokens=12)
+    assert all(isinstance(t, str) and "\ufffd" not in t for t in out)
+    assert len(ens.alignment.members) == 3
