@@ -9,7 +9,7 @@ the lead member or when a stop string appears in its text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -59,7 +59,6 @@ def decode_shared(
     options: SamplingOptions,
     gate: float | None = None,
     device: torch.device | None = None,
-    on_step: Callable[[int], None] | None = None,
 ) -> DecodeResult:
     """Decode a left-padded batch ``input_ids`` (batch, prompt) with ``attention_mask`` (batch, prompt).
 
@@ -95,10 +94,10 @@ def decode_shared(
             need &= logp.max(dim=-1).values.exp() < gate
         if gate is None or bool(need.any()):
             # Every other member catches up on what it skipped in one chunked forward.
-            logits = [lead_logits]
-            for i in range(1, len(members)):
-                logits.append(states[i].forward(*pending[i]).to(device))
-                pending[i] = None
+            logits = [lead_logits] + [
+                states[i].forward(*pending[i]).to(device) for i in range(1, len(members))
+            ]
+            pending[1:] = [None] * (len(members) - 1)
             logp = torch.where(need[:, None], combine_fn(logits, weights), logp)
         result.ensembled += int(need.sum())
         result.row_steps += int((~finished).sum())
@@ -113,21 +112,21 @@ def decode_shared(
         if options.stop:
             _check_stop(lead_tok, torch.stack(out, dim=1), finished, reason, options.stop)
         result.steps = step + 1
-        if on_step:
-            on_step(step)
         if bool(finished.all()):
             break
-        # Commit the token to every member: appended to what each has not read yet.
-        new = token[:, None]
-        for i in range(len(members)):
-            ids, mask = pending[i] if pending[i] is not None else (new[:, :0], new[:, :0])
-            pending[i] = (
-                torch.cat([ids.to(device), new], 1),
-                torch.cat([mask.to(device), torch.ones_like(new)], 1),
-            )
+        pending = [_append(p, token) for p in pending]  # commit the token to every member
 
     result.tokens = torch.stack(out, dim=1) if out else result.tokens
     return result
+
+
+def _append(pending: tuple[torch.Tensor, torch.Tensor] | None, token: torch.Tensor):
+    """What a member has not read yet, (ids, mask) each (batch, n), plus the committed (batch,) token."""
+    new = token[:, None]
+    if pending is None:
+        return new, torch.ones_like(new)
+    ids, mask = pending
+    return torch.cat([ids.to(new.device), new], 1), torch.cat([mask.to(new.device), torch.ones_like(new)], 1)
 
 
 def _check_stop(tokenizer, tokens: torch.Tensor, finished: torch.Tensor, reason: list[str], stop) -> None:
