@@ -24,7 +24,7 @@ def bpe_model(bpe):
 def test_bytes_alignment_of_one_tokenizer_equals_shared_ids(models, tok, combine):
     pair = [(without_specials(models["llama"], tok), tok), (without_specials(models["qwen2"], tok), tok)]
     shared = Ensemble(pair, combine=combine, weights=[0.6, 0.4])
-    cross = Ensemble(pair, combine=combine, weights=[0.6, 0.4], align="bytes", union_top_k=len(tok))
+    cross = Ensemble(pair, combine=combine, weights=[0.6, 0.4], align="bytes", union_top_k=0)
     assert shared.shared_vocab and not cross.shared_vocab
     ids, mask = tok(PROMPTS, return_tensors="pt", padding=True).values()
     new = shared.generate_ids(ids, mask, max_new_tokens=12)[:, ids.shape[1] :]
@@ -32,6 +32,13 @@ def test_bytes_alignment_of_one_tokenizer_equals_shared_ids(models, tok, combine
     chosen = {t for row in new.tolist() for t in row[: row.index(2) if 2 in row else None]}
     assert not chosen & {tok.pad_token_id, tok.bos_token_id, tok.unk_token_id}
     assert cross.generate(PROMPTS, max_new_tokens=12) == shared.generate(PROMPTS, max_new_tokens=12)
+
+
+def test_whole_vocabulary_union_equals_top_k_at_vocabulary_size(models, tok, bpe, bpe_model):
+    """``union_top_k=0`` takes every token of every member, as a k covering both vocabularies does."""
+    pair = [(models["llama"], tok), (bpe_model, bpe)]
+    full = Ensemble(pair, union_top_k=0).generate(PROMPTS, max_new_tokens=8)
+    assert Ensemble(pair, union_top_k=len(bpe)).generate(PROMPTS, max_new_tokens=8) == full
 
 
 def test_different_tokenizers_give_valid_text(models, tok, bpe, bpe_model):

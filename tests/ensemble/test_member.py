@@ -34,7 +34,7 @@ def test_load_member_from_a_directory(tmp_path):
 
 def test_ensemble_arguments_are_validated_together(models, tok):
     with pytest.raises(ConfigError) as err:
-        Ensemble([(models["llama"], tok)], combine="mean", align="tokens", gate=2.0, union_top_k=0)
+        Ensemble([(models["llama"], tok)], combine="mean", align="tokens", gate=2.0, union_top_k=-1)
     assert len(err.value.problems) == 4
     ens = Ensemble([(models["llama"], tok)])
     with pytest.raises(ConfigError) as err:

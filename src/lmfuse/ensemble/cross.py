@@ -125,7 +125,8 @@ def _candidates(
         if lp is None:
             continue
         lag = text[t.consumed :]
-        for idx in torch.topk(lp, min(k, lp.shape[-1])).indices.tolist():
+        top = range(lp.shape[-1]) if k == 0 else torch.topk(lp, min(k, lp.shape[-1])).indices.tolist()
+        for idx in top:
             if idx in t.member.eos_ids:
                 if with_eos:
                     seen.setdefault(EOS)

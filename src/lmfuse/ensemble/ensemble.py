@@ -59,7 +59,8 @@ class Ensemble:
         weights: one non-negative weight per member (normalised); equal by default.
         combine: ``prob`` | ``logprob`` | ``logit`` | ``max`` (see ``combine.py``).
         align: ``auto`` (ids when all tokenizers are identical, else bytes), ``ids`` or ``bytes``.
-        union_top_k: with byte alignment, candidates are the union of each member's top-k tokens.
+        union_top_k: with byte alignment, candidates are the union of each member's top-k tokens
+            (0: the union of the whole vocabularies, exact but slower).
         gate: selective ensembling: a step is ensembled only where the lead's top probability < gate.
         device: where logits are combined (default: the lead member's device).
         devices: one device per member when loading from paths (default CPU).
@@ -86,8 +87,10 @@ class Ensemble:
             problems.append(f"align: expected one of {', '.join(ALIGN_MODES)}, found {align!r}")
         if gate is not None and not 0.0 < gate <= 1.0:
             problems.append(f"gate: expected a probability in (0, 1], found {gate}")
-        if union_top_k < 1:
-            problems.append(f"union_top_k: expected a positive integer, found {union_top_k}")
+        if union_top_k < 0:
+            problems.append(
+                f"union_top_k: expected a positive integer (0 = whole vocabularies), found {union_top_k}"
+            )
         if devices is not None and len(devices) != len(members):
             problems.append(f"devices: expected one per member ({len(members)}), found {len(devices)}")
         if problems:
