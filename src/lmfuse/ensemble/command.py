@@ -69,7 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="makes sampling reproducible")
     p.add_argument("--chat", action="store_true", help="wrap prompts in each member's chat template")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument(
+        "--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto (as saved)"
+    )
     p.add_argument(
         "--device",
         action="append",

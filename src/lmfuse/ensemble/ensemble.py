@@ -64,6 +64,7 @@ class Ensemble:
         gate: selective ensembling: a step is ensembled only where the lead's top probability < gate.
         device: where logits are combined (default: the lead member's device).
         devices: one device per member when loading from paths (default CPU).
+        dtype: of members loaded from paths (default float32; "auto" keeps the saved dtype).
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class Ensemble:
         gate: float | None = None,
         device: str | torch.device | None = None,
         devices: Sequence[str | None] | None = None,
-        dtype: str | torch.dtype | None = "auto",
+        dtype: str | torch.dtype | None = "float32",
     ) -> None:
         problems = []
         if not members:
