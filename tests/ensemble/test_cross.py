@@ -155,3 +155,34 @@ def test_sentencepiece_and_byte_level_members_decode_together(models, tok, bpe, 
     out = ens.generate(PROMPTS, max_new_tokens=12)
     assert all(isinstance(t, str) and "\ufffd" not in t for t in out)
     assert len(ens.alignment.members) == 3
+
+
+def test_cross_weight_zero_member_changes_nothing_and_eos_stops(models, tok, bpe, bpe_model):
+    lead = without_specials(models["llama"], tok)
+    with torch.no_grad():
+        lead.lm_head.weight[tok.eos_token_id] *= 3.0  # stops early in some rows
+    alone = Ensemble([(lead, tok)])
+    expected = alone.generate(PROMPTS, max_new_tokens=20)
+    assert alone.stats.row_steps < 20 * len(PROMPTS), "test needs a row that stops on EOS"
+    cross = Ensemble([(lead, tok), (bpe_model, bpe)], weights=[1, 0])
+    assert cross.generate(PROMPTS, max_new_tokens=20) == expected
+    assert cross.stats.row_steps == alone.stats.row_steps  # the same rows stopped at the same steps
+
+
+def test_cross_stop_strings_and_chat_templates(models, tok, bpe, bpe_model):
+    import copy
+
+    pair = [(models["llama"], tok), (bpe_model, bpe)]
+    ens = Ensemble(pair)
+    full = ens.generate(PROMPTS[:1], max_new_tokens=12)[0]
+    marker = full[4:6]
+    assert ens.generate(PROMPTS[:1], max_new_tokens=12, stop=[marker])[0] == full[: full.find(marker)]
+    chat = []
+    for t in (tok, bpe):
+        t = copy.deepcopy(t)
+        t.chat_template = "{% for m in messages %}Q: {{ m['content'] }}{% endfor %} A:"
+        chat.append(t)
+    templated = Ensemble([(models["llama"], chat[0]), (bpe_model, chat[1])])
+    assert templated.generate(["12+7="], chat=True, max_new_tokens=8) == ens.generate(
+        ["Q: 12+7= A:"], max_new_tokens=8
+    )
