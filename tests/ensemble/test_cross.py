@@ -7,8 +7,8 @@ import torch
 
 from lmfuse.ensemble import COMBINE, Ensemble
 from lmfuse.ensemble.align import VocabMap
-from lmfuse.ensemble.cross import Track
-from lmfuse.ensemble.member import MemberState, make_member
+from lmfuse.ensemble.member import make_member
+from lmfuse.ensemble.track import Track, TrackBatch
 from lmfuse.errors import IncompatibleModelsError
 from lmfuse.testing import tiny_model
 
@@ -94,16 +94,17 @@ def test_track_rolls_back_with_crop_and_matches_a_fresh_forward(bpe, bpe_model):
     member = make_member(bpe_model, bpe, "bpe")
     vmap = VocabMap.of(member)
     head, tail = _rollback_case(vmap)
-    track = Track(member, vmap, MemberState(member, 1), bpe("Q: 1")["input_ids"])
-    track.sync(torch.device("cpu"))
+    batch = TrackBatch(member, vmap, [bpe("Q: 1")["input_ids"]], torch.device("cpu"))
+    track = batch.tracks[0]
+    batch.sync([0])
     track.advance(head)
-    track.sync(torch.device("cpu"))
-    before = track.state.length
+    batch.sync([0])
+    before = batch.state.length
     track.advance(head + tail)
-    logits = track.sync(torch.device("cpu"))
+    logits = batch.sync([0])[0]
     assert b"".join(vmap.token_bytes[i] for i in track.gen) == head + tail
     assert track.gen == bpe((head + tail).decode(), add_special_tokens=False)["input_ids"]
-    assert track.state.length == len(track.prompt) + len(track.gen) < before + len(track.gen)  # cropped
+    assert batch.state.length == len(track.want) < before + len(track.gen)  # cropped, not recomputed
     with torch.no_grad():
         fresh = bpe_model(torch.tensor([track.prompt + track.gen])).logits[0, -1]
     torch.testing.assert_close(logits, fresh, atol=1e-4, rtol=1e-4)
@@ -111,7 +112,7 @@ def test_track_rolls_back_with_crop_and_matches_a_fresh_forward(bpe, bpe_model):
 
 def test_track_waits_for_the_rest_of_a_character(models, tok):
     member = make_member(models["llama"], tok, "char")
-    track = Track(member, VocabMap.of(member), MemberState(member, 1), tok("a")["input_ids"])
+    track = Track(member, VocabMap.of(member), tok("a")["input_ids"])
     track.advance("é".encode()[:1])  # half a character: nothing to feed yet
     assert track.gen == [] and track.consumed == 0
 
@@ -136,12 +137,13 @@ def test_sentencepiece_style_member_follows_the_text(spm):
     member = make_member(model, spm, "spm")
     vmap = VocabMap.of(member)
     assert vmap.ids.get(b" ") is not None and vmap.ids.get(b"\xc3") is not None  # ▁ and <0xC3>
-    track = Track(member, vmap, MemberState(member, 1), spm("Q:")["input_ids"])
+    batch = TrackBatch(member, vmap, [spm("Q:")["input_ids"]], torch.device("cpu"))
+    track = batch.tracks[0]
     text = b""
     for piece in [b" 1", b"2+", b"7=", b" A", b":", " é".encode()[:2], " é".encode()[2:], b"!"]:
         text += piece
         track.advance(text)
-        logits = track.sync(torch.device("cpu"))
+        logits = batch.sync([0])[0]
         assert b"".join(vmap.token_bytes[i] for i in track.gen) == text[: track.consumed]
     assert track.consumed == len(text)
     with torch.no_grad():
@@ -186,3 +188,32 @@ def test_cross_stop_strings_and_chat_templates(models, tok, bpe, bpe_model):
     assert templated.generate(["12+7="], chat=True, max_new_tokens=8) == ens.generate(
         ["Q: 12+7= A:"], max_new_tokens=8
     )
+
+
+def test_batched_rollback_masks_one_row_and_keeps_the_others(bpe, bpe_model):
+    """Row 0 rolls back (its dropped slots are masked out), row 1 only appends, row 2 waits: every
+    row's logits equal a fresh forward of its own ids."""
+    member = make_member(bpe_model, bpe, "bpe")
+    vmap = VocabMap.of(member)
+    head, tail = _rollback_case(vmap)
+    prompts = [bpe(p)["input_ids"] for p in ("Q: 1", "hello there", "x")]
+    batch = TrackBatch(member, vmap, prompts, torch.device("cpu"))
+    batch.sync([0, 1, 2])
+    other = b""
+    for step, committed in enumerate([head, head + tail]):
+        other += b"ab"[step : step + 1]
+        batch.tracks[0].advance(committed)
+        batch.tracks[1].advance(other)
+        logits = batch.sync([0, 1])
+    for r in (0, 1):
+        t = batch.tracks[r]
+        assert int(batch.state.mask[r].sum()) == len(t.want)  # only the live ids count
+        with torch.no_grad():
+            fresh = bpe_model(torch.tensor([t.want])).logits[0, -1]
+        torch.testing.assert_close(logits[r], fresh, atol=1e-4, rtol=1e-4)
+
+
+def test_batched_cross_decoding_equals_one_prompt_at_a_time(models, tok, bpe, bpe_model):
+    ens = Ensemble([(models["llama"], tok), (bpe_model, bpe)], combine="logprob")
+    batched = ens.generate(PROMPTS, max_new_tokens=12, batch_size=len(PROMPTS))
+    assert batched == ens.generate(PROMPTS, max_new_tokens=12, batch_size=1)

@@ -1,25 +1,25 @@
-"""The decode loop for members with different tokenizers, read top to bottom (one prompt at a time).
+"""The decode loop for members with different tokenizers, read top to bottom (a batch of prompts).
 
-Each step: every needed member scores its next token from its own KV cache; candidates are the union of
-each member's top-k tokens, keyed by the bytes they decode to (plus a shared EOS); each member scores
-every candidate (exact token, or its longest prefix that is a token); the scores are combined and one
-candidate's *bytes* are committed. Each member then advances by the tokens that text becomes in its own
-vocabulary: one token when the new bytes are one of its tokens, otherwise the generated text is
-re-tokenized, the cache is cropped back to the first differing token and the rest is fed in one chunk.
+Each step: every needed member scores its next token from its own KV cache; per row, candidates are the
+union of each member's top-k tokens, keyed by the bytes they decode to (plus a shared EOS); each member
+scores every candidate (exact token, or its longest prefix that is a token, as UniTE does); the scores
+are combined and one candidate's *bytes* are committed. Each member then advances by the tokens that text
+becomes in its own vocabulary (``track.py``): one token when the new bytes are one of its tokens,
+otherwise its own tokenization of the generated text; the cache rolls back to the first differing token
+(crop) and the rest is fed in one chunk, never recomputing the prefix.
 """
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from lmfuse.ensemble.align import AlignmentReport, VocabMap, alignment_report
 from lmfuse.ensemble.combine import COMBINE, next_tokens
 from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, cut_at_stop
-from lmfuse.ensemble.member import Member, MemberState
+from lmfuse.ensemble.member import Member
+from lmfuse.ensemble.track import Track, TrackBatch, utf8_possible, utf8_prefix
 
 EOS = b""
 """The shared end-of-sequence candidate (no real token decodes to zero bytes)."""
@@ -34,85 +34,6 @@ class Aligner:
         self.members = list(members)
         self.maps = [VocabMap.of(m) for m in self.members]
         self.report = alignment_report(self.members, self.maps)
-
-
-@dataclass
-class Track:
-    """One member following the committed text: the ids it should have and the ids its cache holds."""
-
-    member: Member
-    vmap: VocabMap
-    state: MemberState
-    prompt: list[int]
-    gen: list[int] = field(default_factory=list)
-    """Ids of the committed bytes ``[:consumed]`` in this member's vocabulary."""
-    consumed: int = 0
-    cached: list[int] = field(default_factory=list)
-    logits: torch.Tensor | None = None
-    """(vocab,) next-token logits after ``cached``; ``None`` when stale."""
-
-    def advance(self, text: bytes) -> None:
-        """Follow committed bytes ``text``; only ids change here, the model runs in ``sync``."""
-        lag = text[self.consumed :]
-        if not lag:
-            return
-        one = self.vmap.ids.get(lag)
-        if one is not None:  # the common case: the new bytes are one of this member's tokens
-            self.gen.append(one)
-            self.consumed = len(text)
-            return
-        valid = _utf8_prefix(text)
-        if len(valid) <= self.consumed:
-            return  # a character is not complete yet: wait for its remaining bytes
-        self.gen = self._encode(valid)
-        self.consumed = len(valid)
-
-    def _encode(self, data: bytes) -> list[int]:
-        """The member's own tokenization of ``data``; longest-prefix spelling if that does not
-        reproduce the bytes exactly (e.g. a tokenizer that adds a prefix space)."""
-        ids = self.member.tokenizer(data.decode("utf-8"), add_special_tokens=False)["input_ids"]
-        tb = self.vmap.token_bytes
-        if all(i < len(tb) and tb[i] for i in ids) and b"".join(tb[i] for i in ids) == data:
-            return ids
-        return self.vmap.greedy_ids(data) or ids
-
-    def sync(self, device: torch.device) -> torch.Tensor:
-        """Bring the cache to ``prompt + gen`` (crop back to the first difference, feed the rest in one
-        chunk) and return the (vocab,) next-token logits on ``device``."""
-        want = self.prompt + self.gen
-        same = 0
-        for a, b in zip(self.cached, want, strict=False):
-            if a != b:
-                break
-            same += 1
-        if same == len(want) == len(self.cached) and self.logits is not None:
-            return self.logits
-        same = min(same, len(want) - 1)  # at least one token must be fed to get logits
-        self.state.crop(len(self.cached) - same)
-        chunk = torch.tensor([want[same:]], dtype=torch.long)
-        self.logits = self.state.forward(chunk)[0].to(device)
-        self.cached = want
-        return self.logits
-
-
-def _utf8_prefix(data: bytes) -> bytes:
-    """The longest prefix of ``data`` that ends on a character boundary."""
-    for cut in range(len(data), max(len(data) - 4, -1), -1):
-        try:
-            data[:cut].decode("utf-8")
-            return data[:cut]
-        except UnicodeDecodeError:
-            continue
-    return b""
-
-
-def _utf8_possible(data: bytes) -> bool:
-    """``data`` is UTF-8, or UTF-8 whose last character is not complete yet."""
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 def _candidates(
@@ -132,7 +53,7 @@ def _candidates(
                     seen.setdefault(EOS)
                 continue
             b = t.vmap.token_bytes[idx]
-            if b and len(b) > len(lag) and b.startswith(lag) and _utf8_possible(text + b[len(lag) :]):
+            if b and len(b) > len(lag) and b.startswith(lag) and utf8_possible(text + b[len(lag) :]):
                 seen.setdefault(b[len(lag) :])
     return list(seen)
 
@@ -158,49 +79,67 @@ def decode_cross(
     aligner: Aligner,
     weights: Sequence[float],
     combine: str,
-    prompts: Sequence[str],
+    prompts: Sequence[Sequence[str]],
     options: SamplingOptions,
     union_top_k: int = 10,
     gate: float | None = None,
     device: torch.device | None = None,
-) -> tuple[str, DecodeResult]:
-    """Decode one prompt (``prompts[m]`` is its text for member m) and return the completion."""
+) -> tuple[list[str], DecodeResult]:
+    """Decode a batch: ``prompts[r][m]`` is row r's text for member m. Returns the completions."""
     device = device or aligner.members[0].device
-    tracks = [
-        Track(m, vm, MemberState(m, 1), m.tokenizer(p)["input_ids"])
-        for m, vm, p in zip(aligner.members, aligner.maps, prompts, strict=True)
+    batches = [
+        TrackBatch(m, vm, [m.tokenizer(p[i])["input_ids"] for p in prompts], device)
+        for i, (m, vm) in enumerate(zip(aligner.members, aligner.maps, strict=True))
     ]
     generator = None
     if options.seed is not None and options.temperature > 0:
         generator = torch.Generator(device=device).manual_seed(options.seed)
-    text = b""
-    result = DecodeResult(torch.empty(1, 0, dtype=torch.long), ["length"])
+    texts = [b""] * len(prompts)
+    result = DecodeResult(torch.empty(len(prompts), 0, dtype=torch.long), ["length"] * len(prompts))
+    active = list(range(len(prompts)))
     for step in range(options.max_new_tokens):
-        lead_lp = torch.log_softmax(tracks[0].sync(device), -1)  # (vocab,)
-        use, logps, w = tracks[:1], [lead_lp], [1.0]
-        if gate is None or float(lead_lp.max().exp()) < gate:  # the others catch up and score too
-            use, w = tracks, weights
-            logps += [torch.log_softmax(t.sync(device), -1) for t in tracks[1:]]
-            result.ensembled += 1
-        result.row_steps += 1
+        lead_lp = torch.log_softmax(batches[0].sync(active), -1)  # (batch, vocab)
+        need = [r for r in active if gate is None or float(lead_lp[r].max().exp()) < gate]
+        # the other members catch up (roll back + one chunk) only for rows the gate sends to all
+        lps = [lead_lp] + [torch.log_softmax(b.sync(need), -1) for b in batches[1:]] if need else [lead_lp]
+        result.ensembled += len(need)
+        result.row_steps += len(active)
         result.steps = step + 1
-        cands = _candidates(use, logps, text, union_top_k, with_eos=not options.ignore_eos)
-        if not cands:
-            result.finished_by = ["eos"]  # no member can continue the committed bytes
-            break
-        scores = [_member_scores(t, lp, cands, text) for t, lp in zip(use, logps, strict=True)]
-        mixed = torch.log_softmax(COMBINE[combine](scores, w)[:-1], -1)[None]  # (1, n_cands)
-        choice = cands[
-            int(next_tokens(mixed, options.temperature, options.top_k, options.top_p, generator)[0])
-        ]
-        if choice == EOS:
-            result.finished_by = ["eos"]
-            break
-        text += choice
-        for t in tracks:
-            t.advance(text)
-        if options.stop and any(s in text.decode("utf-8", "ignore") for s in options.stop):
-            result.finished_by = ["stop"]
+        for r in active:
+            use = range(len(batches)) if r in need else range(1)
+            tracks = [batches[i].tracks[r] for i in use]
+            logps = [lps[i][r] for i in use]
+            choice = _choose(tracks, logps, [weights[i] for i in use] if r in need else [1.0], texts[r], combine, options, union_top_k, generator)  # fmt: skip
+            if choice is None or choice == EOS:  # None: no member can continue the committed bytes
+                result.finished_by[r] = "eos"
+                continue
+            texts[r] += choice
+            for b in batches:
+                b.tracks[r].advance(texts[r])
+            if options.stop and any(s in texts[r].decode("utf-8", "ignore") for s in options.stop):
+                result.finished_by[r] = "stop"
+        active = [r for r in active if result.finished_by[r] == "length"]
+        if not active:
             break
     # an unfinished last character (max_new_tokens reached mid-character) is dropped
-    return cut_at_stop(_utf8_prefix(text).decode("utf-8"), options.stop), result
+    return [cut_at_stop(utf8_prefix(t).decode("utf-8"), options.stop) for t in texts], result
+
+
+def _choose(
+    tracks: list[Track],
+    logps: list[torch.Tensor],
+    weights: Sequence[float],
+    text: bytes,
+    combine: str,
+    options: SamplingOptions,
+    union_top_k: int,
+    generator: torch.Generator | None,
+) -> bytes | None:
+    """One row's next bytes (or ``EOS``) from its members' (vocab,) log-probs; ``None`` if no candidate."""
+    cands = _candidates(tracks, logps, text, union_top_k, with_eos=not options.ignore_eos)
+    if not cands:
+        return None
+    scores = [_member_scores(t, lp, cands, text) for t, lp in zip(tracks, logps, strict=True)]
+    mixed = torch.log_softmax(COMBINE[combine](scores, weights)[:-1], -1)[None]  # (1, n_cands)
+    pick = next_tokens(mixed, options.temperature, options.top_k, options.top_p, generator)
+    return cands[int(pick[0])]

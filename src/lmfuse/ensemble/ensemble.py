@@ -155,29 +155,24 @@ class Ensemble:
             raise ConfigError(f"batch_size: expected a positive integer, found {batch_size}")
         self.stats = GenerationStats()
         texts: list[str] = []
-        if not self.shared_vocab:  # one prompt at a time: each member advances by its own tokens
-            for i, prompt in enumerate(prompts):
-                per_member = [self._template(m, prompt, chat) for m in self.members]
-                for m, text in zip(self.members, per_member, strict=True):
-                    _check_nonempty([len(m.tokenizer(text)["input_ids"])], m.name)
-                opts = replace(options, seed=None if seed is None else seed + i)
-                text, res = decode_cross(
-                    self.aligner, self.weights, self.combine, per_member, opts, self.union_top_k, self.gate, self.device
-                )  # fmt: skip
-                texts.append(text)
-                self._add_stats(res)
-                if on_prompt:
-                    on_prompt(1)
-            return texts
         for start in range(0, len(prompts), batch_size):
-            chunk = [self._template(self.members[0], p, chat) for p in prompts[start : start + batch_size]]
-            ids, mask = self._encode(chunk)
             opts = replace(options, seed=None if seed is None else seed + start)
-            res = decode_shared(
-                self.members, self.weights, self.combine, ids, mask, opts, self.gate, self.device
-            )
+            chunk = prompts[start : start + batch_size]
+            if self.shared_vocab:
+                ids, mask = self._encode([self._template(self.members[0], p, chat) for p in chunk])
+                res = decode_shared(
+                    self.members, self.weights, self.combine, ids, mask, opts, self.gate, self.device
+                )
+                texts.extend(self._texts(res.tokens, options.stop))
+            else:  # each member reads the prompt in its own template and tokens
+                rows = [[self._template(m, p, chat) for m in self.members] for p in chunk]
+                for i, m in enumerate(self.members):
+                    _check_nonempty([len(m.tokenizer(r[i])["input_ids"]) for r in rows], m.name)
+                done, res = decode_cross(
+                    self.aligner, self.weights, self.combine, rows, opts, self.union_top_k, self.gate, self.device
+                )  # fmt: skip
+                texts.extend(done)
             self._add_stats(res)
-            texts.extend(self._texts(res.tokens, options.stop))
             if on_prompt:
                 on_prompt(len(chunk))
         return texts
