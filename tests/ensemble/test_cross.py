@@ -217,3 +217,18 @@ def test_batched_cross_decoding_equals_one_prompt_at_a_time(models, tok, bpe, bp
     ens = Ensemble([(models["llama"], tok), (bpe_model, bpe)], combine="logprob")
     batched = ens.generate(PROMPTS, max_new_tokens=12, batch_size=len(PROMPTS))
     assert batched == ens.generate(PROMPTS, max_new_tokens=12, batch_size=1)
+
+
+def test_member_scores_exact_prefix_eos_and_leftover(models, tok):
+    from lmfuse.ensemble.cross import EOS, _member_scores
+
+    member = make_member(models["llama"], tok, "char")
+    track = Track(member, VocabMap.of(member), [1])
+    lp = torch.randn(len(tok)).log_softmax(-1)
+    ids = {ch: tok.convert_tokens_to_ids(ch) for ch in "85 "}
+    out = _member_scores(track, lp, [b"8", b"85", b" ", EOS], b"")
+    # "85" is no char token: it gets the probability of its longest prefix "8"
+    assert out[0] == lp[ids["8"]] and out[1] == lp[ids["8"]] and out[2] == lp[ids[" "]]
+    assert out[3] == lp[tok.eos_token_id]
+    used = lp[[ids["8"], ids[" "], tok.eos_token_id]].exp().sum()
+    assert float(out[4].exp()) == pytest.approx(1 - float(used), abs=1e-6)  # the mass no candidate uses

@@ -59,8 +59,9 @@ def _candidates(
 
 
 def _member_scores(t: Track, lp: torch.Tensor, cands: list[bytes], text: bytes) -> torch.Tensor:
-    """(n_cands + 1,) log-probs of each candidate for this member, then the log of the mass left over
-    (so that combining sees each member's real probabilities, not ones renormalised over candidates)."""
+    """(n_cands + 1,) log-probs of each candidate for this member, then the log of the mass of the tokens
+    no candidate uses (so that combining sees each member's real probabilities, not ones renormalised
+    over the candidates). Candidates that share a longest-prefix token each get its full probability."""
     lag = text[t.consumed :]
     eos = sorted(i for i in t.member.eos_ids if i < lp.shape[-1])
     idx = [-1 if c == EOS else t.vmap.longest_prefix(lag + c, longer_than=len(lag)) for c in cands]
@@ -70,7 +71,8 @@ def _member_scores(t: Track, lp: torch.Tensor, cands: list[bytes], text: bytes) 
     out[:-1] = torch.where(found, picked, out[:-1])
     if EOS in cands and eos:
         out[cands.index(EOS)] = torch.logsumexp(lp[eos], 0)
-    mass = out[:-1].exp().sum().clamp(max=1.0)
+    used = sorted({i for i in idx if i is not None and i >= 0} | (set(eos) if EOS in cands else set()))
+    mass = lp[used].exp().sum().clamp(max=1.0) if used else torch.zeros((), device=lp.device)
     out[-1] = torch.log1p(-mass) if mass < 1 else float("-inf")
     return out
 
