@@ -75,6 +75,10 @@ def throughput(tok, models, batch: int, new: int, repeats: int) -> dict:
     runs = {f"hf:member{i}": hf(m) for i, m in enumerate(models)}
     runs |= {f"lmfuse:member{i}": ours([m]) for i, m in enumerate(models)}
     runs["ensemble"] = ours(models)
+    by_bytes = Ensemble([(m, tok) for m in models], align="bytes")  # same members, aligned by bytes
+    runs["ensemble(bytes)"] = lambda: by_bytes.generate(
+        PROMPTS[:batch], new, ignore_eos=True, batch_size=batch
+    )
     times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():
         fn()  # warm-up
@@ -82,7 +86,12 @@ def throughput(tok, models, batch: int, new: int, repeats: int) -> dict:
         for k, fn in runs.items():
             times[k].append(_timed(fn))
     tps = {k: batch * new / statistics.median(v) for k, v in times.items()}
-    out = {"batch": batch, "new_tokens": new, "tps": tps}
+    out = {
+        "batch": batch,
+        "new_tokens": new,
+        "tps": tps,
+        "bytes_vs_ids": tps["ensemble(bytes)"] / tps["ensemble"],
+    }
     for kind in ("hf", "lmfuse"):
         ideal = 1 / sum(1 / v for k, v in tps.items() if k.startswith(kind + ":"))
         out[f"ideal_{kind}"] = ideal
@@ -184,10 +193,11 @@ def _print(r: dict) -> None:
         f"threads={r['threads']} smoke={r['smoke']} {r['date']}\n\nthroughput (tokens/s; ideal = 1/sum(1/tps_i))\n"
     )
     for t in r["throughput"]:
-        members = " ".join(f"{k}={v:.0f}" for k, v in t["tps"].items() if k != "ensemble")
+        members = " ".join(f"{k}={v:.0f}" for k, v in t["tps"].items() if k.startswith(("hf:", "lmfuse:")))
         w(f"  batch {t['batch']}: {members} ensemble={t['tps']['ensemble']:.0f}\n"
           f"    ratio to ideal: {t['ratio_lmfuse']:.2f} (members alone in lmfuse's decoder), "
-          f"{t['ratio_hf']:.2f} (members alone in model.generate)\n")  # fmt: skip
+          f"{t['ratio_hf']:.2f} (members alone in model.generate)\n"
+          f"    byte-aligned decoding of the same members: {t['bytes_vs_ids']:.2f}x the speed of id decoding\n")  # fmt: skip
     n = r["vs_naive"]
     w(f"\nvs naive recompute at {n['new_tokens']} new tokens: cached {n['cached_s']:.2f}s naive {n['naive_s']:.2f}s "
       f"speed-up {n['speedup']:.1f}x (token agreement {n['token_agreement']:.3f})\n")  # fmt: skip
