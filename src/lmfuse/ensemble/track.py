@@ -80,7 +80,7 @@ class TrackBatch:
         feeds: dict[int, list[int]] = {}
         for r in rows:
             want, have = self.tracks[r].want, self.cached[r]
-            same = 0
+            same = len(have) if want[: len(have)] == have else 0  # usually the cache is a prefix
             while same < min(len(want), len(have)) and want[same] == have[same]:
                 same += 1
             if same == len(want) == len(have) and self.fresh[r]:
