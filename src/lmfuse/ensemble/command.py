@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=10,
         metavar="K",
-        help="byte alignment: candidates are the union of each member's top K tokens",
+        help="byte alignment: candidates are the union of each member's top K tokens (0: all tokens)",
     )
     p.add_argument(
         "--gate",
