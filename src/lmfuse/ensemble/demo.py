@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from lmfuse import zoo
@@ -27,8 +28,27 @@ def _row(ctx: DemoContext, name: str, members: list[str], note: str, **kwargs) -
     return DemoRow(name, result.row(), time.perf_counter() - start, note=note)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Tiny models decode fastest on one thread; on shared cores more threads mostly contend (measured:
+    these rows take ~3 s on one thread, ~60 s on two under load). The setting is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     """Specialists + base with one tokenizer (ids), then base + generalist across tokenizers (bytes)."""
+    with _one_thread():
+        return _rows(ctx)
+
+
+def _rows(ctx: DemoContext) -> list[DemoRow]:
     have = set(zoo.names())
     rows = []
     shared = [m for m in ("base", *zoo.SPECIALISTS) if m in have]
