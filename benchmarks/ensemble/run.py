@@ -201,6 +201,8 @@ def _print(r: dict) -> None:
     n = r["vs_naive"]
     w(f"\nvs naive recompute at {n['new_tokens']} new tokens: cached {n['cached_s']:.2f}s naive {n['naive_s']:.2f}s "
       f"speed-up {n['speedup']:.1f}x (token agreement {n['token_agreement']:.3f})\n")  # fmt: skip
+    if r.get("selective"):
+        w("\nselective ensembling on the zoo (base+add+sub+mul, batch 1; gate = lead top probability)\n")
     for s in r.get("selective", []):
         w(f"  gate={s['gate']}: accuracy {s['accuracy']:.3f} time {s['seconds']:.1f}s speed-up {s['speedup']:.2f}x "
           f"ensembled {s['ensembled_fraction']:.0%}\n")  # fmt: skip
