@@ -61,3 +61,8 @@ def test_score_errors(models, tok):
     ens = Ensemble([(models["llama"], tok)])
     with pytest.raises(ConfigError, match="one per text"):
         ens.score(["a", "b"], ["only one prompt"])
+
+
+def test_nothing_to_score_or_generate(models, tok):
+    ens = Ensemble([(models["llama"], tok)])
+    assert ens.score([]) == [] and ens.generate([]) == []

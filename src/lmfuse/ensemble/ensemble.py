@@ -217,6 +217,8 @@ class Ensemble:
             )
         if prompts is not None and len(prompts) != len(texts):
             raise ConfigError(f"prompts: expected one per text ({len(texts)}), found {len(prompts)}")
+        if not texts:
+            return []
         tok = self.members[0].tokenizer
         rows, starts = [], []
         for i, text in enumerate(texts):
