@@ -46,8 +46,11 @@ def _timed(fn) -> float:
 def _members(smoke: bool):
     """Members of three architectures and sizes sharing one tokenizer."""
     tok = char_tokenizer()
-    sizes = [("llama", 64, 2), ("mistral", 64, 2), ("qwen2", 32, 2)] if smoke else [
-        ("llama", 256, 4), ("mistral", 192, 4), ("qwen2", 128, 4)]  # fmt: skip
+    sizes = (
+        [("llama", 64, 2), ("mistral", 64, 2), ("qwen2", 32, 2)]
+        if smoke
+        else [("llama", 256, 4), ("mistral", 192, 4), ("qwen2", 128, 4)]
+    )
     models = [
         tiny_model(
             arch, vocab_size=len(tok), seed=i, hidden_size=h, intermediate_size=4 * h, num_hidden_layers=n
@@ -106,7 +109,11 @@ def vs_naive(tok, models, new: int) -> dict:
     ids, mask = enc["input_ids"], enc["attention_mask"]
     out: dict = {}
     cached_t = _timed(lambda: out.setdefault("cached", ens.generate_ids(ids, mask, new, ignore_eos=True)))
-    naive_t = _timed(lambda: out.setdefault("naive", naive_generate_ids(ens.members, ens.weights, "prob", ids, mask, new, ignore_eos=True)))  # fmt: skip
+    naive_t = _timed(
+        lambda: out.setdefault(
+            "naive", naive_generate_ids(ens.members, ens.weights, "prob", ids, mask, new, ignore_eos=True)
+        )
+    )
     agree = float((out["cached"] == out["naive"]).float().mean())
     return {
         "new_tokens": new,
@@ -130,8 +137,15 @@ def selective(questions, names: list[str], gates: list[float], batch_size: int) 
         ens = Ensemble(members, gate=gate)
         res = zoo.evaluate(_zoo_generate(ens, batch_size), questions, batch_size=batch_size)
         base_time = base_time or res.seconds
-        rows.append({"gate": gate, "accuracy": res.accuracy, "seconds": res.seconds,
-                     "speedup": base_time / res.seconds, "ensembled_fraction": ens.stats.ensembled_fraction})  # fmt: skip
+        rows.append(
+            {
+                "gate": gate,
+                "accuracy": res.accuracy,
+                "seconds": res.seconds,
+                "speedup": base_time / res.seconds,
+                "ensembled_fraction": ens.stats.ensembled_fraction,
+            }
+        )
     return rows
 
 
@@ -190,22 +204,32 @@ def main(argv: list[str] | None = None) -> int:
 def _print(r: dict) -> None:
     w = sys.stdout.write
     w(
-        f"threads={r['threads']} smoke={r['smoke']} {r['date']}\n\nthroughput (tokens/s; ideal = 1/sum(1/tps_i))\n"
+        f"threads={r['threads']} smoke={r['smoke']} {r['date']}\n\n"
+        "throughput (tokens/s; ideal = 1/sum(1/tps_i))\n"
     )
     for t in r["throughput"]:
         members = " ".join(f"{k}={v:.0f}" for k, v in t["tps"].items() if k.startswith(("hf:", "lmfuse:")))
-        w(f"  batch {t['batch']}: {members} ensemble={t['tps']['ensemble']:.0f}\n"
-          f"    ratio to ideal: {t['ratio_lmfuse']:.2f} (members alone in lmfuse's decoder), "
-          f"{t['ratio_hf']:.2f} (members alone in model.generate)\n"
-          f"    byte-aligned decoding of the same members: {t['bytes_vs_ids']:.2f}x the speed of id decoding\n")  # fmt: skip
+        w(
+            f"  batch {t['batch']}: {members} ensemble={t['tps']['ensemble']:.0f}\n"
+            f"    ratio to ideal: {t['ratio_lmfuse']:.2f} (members alone in lmfuse's decoder), "
+            f"{t['ratio_hf']:.2f} (members alone in model.generate)\n"
+            f"    byte-aligned decoding of the same members: {t['bytes_vs_ids']:.2f}x "
+            "the speed of id decoding\n"
+        )
     n = r["vs_naive"]
-    w(f"\nvs naive recompute at {n['new_tokens']} new tokens: cached {n['cached_s']:.2f}s naive {n['naive_s']:.2f}s "
-      f"speed-up {n['speedup']:.1f}x (token agreement {n['token_agreement']:.3f})\n")  # fmt: skip
+    w(
+        f"\nvs naive recompute at {n['new_tokens']} new tokens: "
+        f"cached {n['cached_s']:.2f}s naive {n['naive_s']:.2f}s "
+        f"speed-up {n['speedup']:.1f}x (token agreement {n['token_agreement']:.3f})\n"
+    )
     if r.get("selective"):
         w("\nselective ensembling on the zoo (base+add+sub+mul, batch 1; gate = lead top probability)\n")
     for s in r.get("selective", []):
-        w(f"  gate={s['gate']}: accuracy {s['accuracy']:.3f} time {s['seconds']:.1f}s speed-up {s['speedup']:.2f}x "
-          f"ensembled {s['ensembled_fraction']:.0%}\n")  # fmt: skip
+        w(
+            f"  gate={s['gate']}: accuracy {s['accuracy']:.3f} time {s['seconds']:.1f}s "
+            f"speed-up {s['speedup']:.2f}x "
+            f"ensembled {s['ensembled_fraction']:.0%}\n"
+        )
     w("\nzoo quality (accuracy all/add/sub/mul, answer perplexity)\n")
     for name, q in r["quality"].items():
         acc = "/".join(f"{v:.2f}" for v in q["accuracy"].values())

@@ -22,8 +22,25 @@ def dirs(tmp_path_factory):
 
 
 def test_prompt_prints_the_api_result(dirs, capsys):
-    argv = ["ensemble", "--model", dirs["a"], "--model", dirs["b"], "--weight", "0.7", "--weight", "0.3",
-            "--combine", "logprob", "--prompt", "Q: 1+2= A:", "--prompt", "hi", "--max-new-tokens", "8"]  # fmt: skip
+    argv = [
+        "ensemble",
+        "--model",
+        dirs["a"],
+        "--model",
+        dirs["b"],
+        "--weight",
+        "0.7",
+        "--weight",
+        "0.3",
+        "--combine",
+        "logprob",
+        "--prompt",
+        "Q: 1+2= A:",
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "8",
+    ]
     assert main(argv) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     ens = Ensemble([dirs["a"], dirs["b"]], weights=[0.7, 0.3], combine="logprob", dtype="float32")
@@ -40,8 +57,22 @@ def test_input_file_to_output_file_cross_tokenizer(dirs, tmp_path, capsys):
     src = tmp_path / "prompts.jsonl"
     src.write_text('{"prompt": "Q: 3+4= A:", "id": 1}\n\n{"prompt": "hello", "id": 2}\n')
     out = tmp_path / "out" / "completions.jsonl"
-    argv = ["ensemble", "--model", dirs["a"], "--model", dirs["c"], "--input", str(src), "-o", str(out),
-            "--max-new-tokens", "6", "--report", "--gate", "0.5"]  # fmt: skip
+    argv = [
+        "ensemble",
+        "--model",
+        dirs["a"],
+        "--model",
+        dirs["c"],
+        "--input",
+        str(src),
+        "-o",
+        str(out),
+        "--max-new-tokens",
+        "6",
+        "--report",
+        "--gate",
+        "0.5",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -16,9 +16,13 @@ NEW = 12
 
 def hf_greedy(model, tok, ids, mask, new=NEW):
     return model.generate(
-        input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=new,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
@@ -92,9 +96,11 @@ def test_padded_output_head_is_sliced(tok, batch):
     small = tiny_model("llama", vocab_size=len(tok), seed=5)
     padded = tiny_model("llama", vocab_size=len(tok) + 21, seed=5)
     padded.load_state_dict(
-        {k: torch.cat([v, torch.zeros(21, v.shape[1])]) if v.shape[0] == len(tok) else v
-         for k, v in small.state_dict().items()}
-    )  # fmt: skip
+        {
+            k: torch.cat([v, torch.zeros(21, v.shape[1])]) if v.shape[0] == len(tok) else v
+            for k, v in small.state_dict().items()
+        }
+    )
     with torch.no_grad():
         padded.lm_head.weight[len(tok) :] = 5.0  # unused rows that would win every argmax if not sliced
     ids, mask = batch
@@ -149,8 +155,15 @@ def test_ignore_eos_decodes_every_token(tok, batch):
     ens = Ensemble([(model, tok)])
     full = ens.generate_ids(ids, mask, max_new_tokens=20, ignore_eos=True)
     assert full.shape[1] == ids.shape[1] + 20 and ens.stats.row_steps == 20 * len(ids)
-    expected = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, min_new_tokens=20,
-                              do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    expected = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=20,
+        min_new_tokens=20,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     stopped = ens.generate_ids(ids, mask, max_new_tokens=20)
     stopped_rows = [r for r in range(len(ids)) if tok.eos_token_id in stopped[r, ids.shape[1] :].tolist()]
     assert stopped_rows, "test needs a row that stops"

@@ -83,7 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the vocabulary alignment and the share of ensembled steps to stderr",
     )
-    p.set_defaults(func=_run)  # fmt: skip
+    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -98,8 +98,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.output and not args.input:
         raise ConfigError("-o/--output goes with --input; with --prompt completions are printed")
     records = read_prompts(args.input) if args.input else [{"prompt": p} for p in args.prompt]
-    ens = Ensemble(args.model, weights=args.weight, combine=args.combine, align=args.align,
-                   union_top_k=args.union_top_k, gate=args.gate, devices=args.device, dtype=args.dtype)  # fmt: skip
+    ens = Ensemble(
+        args.model,
+        weights=args.weight,
+        combine=args.combine,
+        align=args.align,
+        union_top_k=args.union_top_k,
+        gate=args.gate,
+        devices=args.device,
+        dtype=args.dtype,
+    )
     if args.report and ens.alignment:
         print(ens.alignment.summary(), file=sys.stderr)
     prompts = [r["prompt"] for r in records]
@@ -107,10 +115,17 @@ def _run(args: argparse.Namespace) -> int:
         total=len(prompts), desc="ensemble", unit="prompt", disable=not args.input, file=sys.stderr
     ) as bar:
         completions = ens.generate(
-            prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-            top_k=args.top_k, stop=args.stop, seed=args.seed, chat=args.chat, batch_size=args.batch_size,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            stop=args.stop,
+            seed=args.seed,
+            chat=args.chat,
+            batch_size=args.batch_size,
             on_prompt=bar.update,
-        )  # fmt: skip
+        )
     if args.output:
         write_completions(args.output, records, completions)
         print(f"wrote {len(completions)} completions to {args.output}")

@@ -169,8 +169,15 @@ class Ensemble:
                 for i, m in enumerate(self.members):
                     _check_nonempty([len(m.tokenizer(r[i])["input_ids"]) for r in rows], m.name)
                 done, res = decode_cross(
-                    self.aligner, self.weights, self.combine, rows, opts, self.union_top_k, self.gate, self.device
-                )  # fmt: skip
+                    self.aligner,
+                    self.weights,
+                    self.combine,
+                    rows,
+                    opts,
+                    self.union_top_k,
+                    self.gate,
+                    self.device,
+                )
                 texts.extend(done)
             self._add_stats(res)
             if on_prompt:
