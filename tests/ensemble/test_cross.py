@@ -182,7 +182,7 @@ def test_cross_stop_strings_and_chat_templates(models, tok, bpe, bpe_model):
     chat = []
     for t in (tok, bpe):
         t = copy.deepcopy(t)
-        t.chat_template = "{% for m in messages %}Q: {{ m['content'] }}{% endfor %} A:"
+        t.chat_template = "{{ bos_token }}{% for m in messages %}Q: {{ m['content'] }}{% endfor %} A:"
         chat.append(t)
     templated = Ensemble([(models["llama"], chat[0]), (bpe_model, chat[1])])
     assert templated.generate(["12+7="], chat=True, max_new_tokens=8) == ens.generate(

@@ -56,7 +56,7 @@ def test_chat_template_is_applied_per_member(models, tok):
     import copy
 
     chat_tok = copy.deepcopy(tok)
-    chat_tok.chat_template = "{% for m in messages %}Q: {{ m['content'] }}{% endfor %} A:"
+    chat_tok.chat_template = "{{ bos_token }}{% for m in messages %}Q: {{ m['content'] }}{% endfor %} A:"
     ens = Ensemble([(models["llama"], chat_tok)])
     assert ens.generate(["12+7="], chat=True, max_new_tokens=6) == ens.generate(
         ["Q: 12+7= A:"], max_new_tokens=6

@@ -81,16 +81,16 @@ def decode_cross(
     aligner: Aligner,
     weights: Sequence[float],
     combine: str,
-    prompts: Sequence[Sequence[str]],
+    prompts: Sequence[Sequence[list[int]]],
     options: SamplingOptions,
     union_top_k: int = 10,
     gate: float | None = None,
     device: torch.device | None = None,
 ) -> tuple[list[str], DecodeResult]:
-    """Decode a batch: ``prompts[r][m]`` is row r's text for member m. Returns the completions."""
+    """Decode a batch: ``prompts[r][m]`` is row r's prompt ids for member m. Returns the completions."""
     device = device or aligner.members[0].device
     batches = [
-        TrackBatch(m, vm, [m.tokenizer(p[i])["input_ids"] for p in prompts], device)
+        TrackBatch(m, vm, [list(p[i]) for p in prompts], device)
         for i, (m, vm) in enumerate(zip(aligner.members, aligner.maps, strict=True))
     ]
     generator = None

@@ -159,15 +159,13 @@ class Ensemble:
             opts = replace(options, seed=None if seed is None else seed + start)
             chunk = prompts[start : start + batch_size]
             if self.shared_vocab:
-                ids, mask = self._encode([self._template(self.members[0], p, chat) for p in chunk])
+                ids, mask = self._encode([self._template(self.members[0], p, chat) for p in chunk], chat)
                 res = decode_shared(
                     self.members, self.weights, self.combine, ids, mask, opts, self.gate, self.device
                 )
                 texts.extend(self._texts(res.tokens, options.stop))
             else:  # each member reads the prompt in its own template and tokens
-                rows = [[self._template(m, p, chat) for m in self.members] for p in chunk]
-                for i, m in enumerate(self.members):
-                    _check_nonempty([len(m.tokenizer(r[i])["input_ids"]) for r in rows], m.name)
+                rows = [[self._prompt_ids(m, p, chat) for m in self.members] for p in chunk]
                 done, res = decode_cross(
                     self.aligner,
                     self.weights,
@@ -283,11 +281,21 @@ class Ensemble:
         messages = [{"role": "user", "content": prompt}]
         return member.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, prompts: list[str], chat: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and mask (batch, longest) in the lead's tokenizer. A chat template writes its
+        own special tokens (BOS...), so none are added to its text."""
         tok = self.members[0].tokenizer
-        enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+        enc = tok(
+            prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not chat
+        )
         _check_nonempty(enc["attention_mask"].sum(1).tolist(), self.members[0].name)
         return enc["input_ids"], enc["attention_mask"]
+
+    def _prompt_ids(self, member: Member, prompt: str, chat: bool) -> list[int]:
+        """One prompt in one member's template and tokens (byte alignment)."""
+        ids = member.tokenizer(self._template(member, prompt, chat), add_special_tokens=not chat)["input_ids"]
+        _check_nonempty([len(ids)], member.name)
+        return ids
 
     def _texts(self, tokens: torch.Tensor, stop: list[str]) -> list[str]:
         lead = self.members[0]
