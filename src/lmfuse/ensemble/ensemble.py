@@ -90,7 +90,7 @@ class Ensemble:
             problems.append(f"gate: expected a probability in (0, 1], found {gate}")
         if union_top_k < 0:
             problems.append(
-                f"union_top_k: expected a positive integer (0 = whole vocabularies), found {union_top_k}"
+                f"union_top_k: expected an integer >= 0 (0 = whole vocabularies), found {union_top_k}"
             )
         if devices is not None and len(devices) != len(members):
             problems.append(f"devices: expected one per member ({len(members)}), found {len(devices)}")

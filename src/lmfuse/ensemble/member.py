@@ -49,7 +49,8 @@ def eos_ids_of(model, tokenizer) -> set[int]:
 
 def make_member(model, tokenizer, name: str) -> Member:
     """Wrap a loaded ``(model, tokenizer)``; checks the output head covers the tokenizer."""
-    head = model.get_output_embeddings().weight.shape[0]
+    out = model.get_output_embeddings()
+    head = out.weight.shape[0] if out is not None else int(model.config.vocab_size)
     n_tok = len(tokenizer)
     if head < n_tok:
         raise IncompatibleModelsError(
