@@ -79,6 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="one device per --model (e.g. cpu, cuda:0, cuda:1); default cpu",
     )
     p.add_argument(
+        "--combine-device", metavar="DEV", help="where logits are combined (default: the first member's)"
+    )
+    p.add_argument(
         "--report",
         action="store_true",
         help="print the vocabulary alignment and the share of ensembled steps to stderr",
@@ -106,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         union_top_k=args.union_top_k,
         gate=args.gate,
         devices=args.device,
+        device=args.combine_device,
         dtype=args.dtype,
     )
     if args.report and ens.alignment:
