@@ -72,6 +72,8 @@ def test_input_file_to_output_file_cross_tokenizer(dirs, tmp_path, capsys):
         "--report",
         "--gate",
         "0.5",
+        "--combine-device",
+        "cpu",
     ]
     assert main(argv) == 0
     captured = capsys.readouterr()
