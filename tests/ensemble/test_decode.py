@@ -129,6 +129,10 @@ def test_gated_decoding_catches_up_correctly(models, tok, batch, gate):
     expected = naive_generate_ids(ens.members, ens.weights, "prob", ids, mask, NEW, gate=gate)
     assert torch.equal(ens.generate_ids(ids, mask, max_new_tokens=NEW), expected)
     assert 0.0 <= ens.stats.ensembled_fraction <= 1.0
+    if (
+        gate == 0.2
+    ):  # some rows ensembled and some not in the same steps: the other members run on a sub-batch
+        assert 0.0 < ens.stats.ensembled_fraction < 1.0
 
 
 def test_gate_extremes(models, tok, batch):

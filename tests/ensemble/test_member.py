@@ -75,3 +75,25 @@ def test_empty_prompt_without_bos_is_a_clear_error(models, tok, bpe):
         Ensemble([(model, no_bos)]).generate(["ok", ""])
     with pytest.raises(ConfigError, match="sees no token"):
         Ensemble([(models["llama"], tok), (model, no_bos)]).generate([""])
+
+
+def test_forward_rows_then_catch_up_matches_full_batch_decoding(models, tok):
+    import torch
+
+    from lmfuse.ensemble.member import MemberState
+
+    member = make_member(models["qwen2"], tok, "q")
+    enc = tok(["Q: 1+2=", "hello", "a"], return_tensors="pt", padding=True)
+    ref, state = MemberState(member, 3), MemberState(member, 3)
+    ref.forward(enc["input_ids"], enc["attention_mask"])
+    state.forward(enc["input_ids"], enc["attention_mask"])
+    step = torch.tensor([[5], [6], [7]])
+    expected = ref.forward(step)
+    sub = state.forward_rows(torch.tensor([0, 2]), step, torch.ones_like(step))
+    torch.testing.assert_close(sub, expected[[0, 2]], atol=1e-5, rtol=1e-5)
+    # row 1 reads its skipped token later in the same chunk as everyone's next token
+    chunk = torch.tensor([[0, 9], [6, 9], [0, 9]])
+    chunk_mask = torch.tensor([[0, 1], [1, 1], [0, 1]])
+    torch.testing.assert_close(
+        state.forward(chunk, chunk_mask), ref.forward(torch.tensor([[9], [9], [9]])), atol=1e-5, rtol=1e-5
+    )

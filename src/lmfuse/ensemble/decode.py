@@ -93,11 +93,12 @@ def decode_shared(
         if gate is not None:
             need &= logp.max(dim=-1).values.exp() < gate
         if gate is None or bool(need.any()):
-            # Every other member catches up on what it skipped in one chunked forward.
+            # Every other member catches up on what it skipped in one chunked forward (with a gate,
+            # only for the rows that need it).
+            rows = need.nonzero().flatten() if gate is not None and int(need.sum()) < batch else None
             logits = [lead_logits] + [
-                states[i].forward(*pending[i]).to(device) for i in range(1, len(members))
+                _catch_up(states[i], pending, i, rows, lead_logits) for i in range(1, len(members))
             ]
-            pending[1:] = [None] * (len(members) - 1)
             logp = torch.where(need[:, None], combine_fn(logits, weights), logp)
         result.ensembled += int(need.sum())
         result.row_steps += int((~finished).sum())
@@ -118,6 +119,24 @@ def decode_shared(
 
     result.tokens = torch.stack(out, dim=1) if out else result.tokens
     return result
+
+
+def _catch_up(state: MemberState, pending: list, i: int, rows: torch.Tensor | None, lead: torch.Tensor):
+    """Member ``i`` reads its pending (ids, mask) (batch, n): all rows, or only ``rows`` (the others
+    keep theirs). Returns (batch, vocab) logits on the lead's device, valid for the rows that ran."""
+    if rows is not None:
+        sub = state.forward_rows(rows, *pending[i])
+        if sub is not None:
+            ids, mask = pending[i]
+            mask = mask.clone()
+            mask[rows.to(mask.device)] = 0  # read now: later chunks carry them as masked columns
+            pending[i] = (ids, mask)
+            out = lead.clone()  # placeholder rows: the gate keeps the lead's distribution there
+            out[rows.to(out.device)] = sub.to(out.device)
+            return out
+    out = state.forward(*pending[i]).to(lead.device)
+    pending[i] = None
+    return out
 
 
 def _append(pending: tuple[torch.Tensor, torch.Tensor] | None, token: torch.Tensor):

@@ -122,6 +122,35 @@ class MemberState:
         logits = out.logits[..., : self.member.vocab_size].float()
         return logits if all_logits else logits[:, -1]
 
+    @torch.no_grad()
+    def forward_rows(self, rows: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """Like ``forward`` but only for ``rows`` (k,) of the batch: (k, vocab) logits. The other rows
+        get masked-out cache columns and keep those ids to read later. ``None`` (nothing done) when the
+        cache has layers this cannot slice (sliding windows): call ``forward`` instead."""
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        layers = self.cache.layers
+        if not layers or not all(type(x) is DynamicLayer and x.is_initialized for x in layers):
+            return None
+        dev, n = self.member.device, ids.shape[1]
+        rows, ids, mask = rows.to(dev), ids.to(dev), mask.to(dev, torch.long)
+        sub = DynamicCache([(k[rows], v[rows]) for k, v, *_ in self.cache], config=self.member.model.config)
+        full = torch.cat([self.mask[rows], mask[rows]], dim=1)
+        positions = (full.cumsum(-1) - 1).clamp(min=0)[:, -n:]
+        out = self.member.model(
+            input_ids=ids[rows], attention_mask=full, position_ids=positions, cache=sub, use_cache=True,
+            logits_to_keep=1,
+        )  # fmt: skip
+        for layer, (k, v, *_) in zip(layers, sub, strict=True):
+            new_k, new_v = k.new_zeros(len(self.mask), *k.shape[1:2], n, k.shape[-1]), None
+            new_v = v.new_zeros(len(self.mask), *v.shape[1:2], n, v.shape[-1])
+            new_k[rows], new_v[rows] = k[:, :, -n:], v[:, :, -n:]
+            layer.update(new_k, new_v)  # the other rows' new columns are zeros, masked out below
+        new_mask = torch.zeros_like(mask)
+        new_mask[rows] = mask[rows]
+        self.mask = torch.cat([self.mask, new_mask], dim=1)
+        return out.logits[:, -1, : self.member.vocab_size].float()
+
     def crop(self, n: int) -> None:
         """Drop the last ``n`` cached tokens (a rollback), keeping everything before them."""
         if n > 0:

@@ -104,11 +104,15 @@ class TrackBatch:
             ids[r, width - len(new) :] = torch.tensor(new)
             mask[r, width - len(new) :] = 1
         start = self.state.length
-        logits = self.state.forward(ids, mask).to(self.logits.device)  # (batch, vocab)
-        for r, new in feeds.items():
+        rows = sorted(feeds)
+        sub = self.state.forward_rows(torch.tensor(rows), ids, mask) if len(rows) < batch else None
+        if sub is None:  # every row, or a cache that cannot be sliced by rows
+            sub = self.state.forward(ids, mask)[rows]
+        for r, logits in zip(rows, sub.to(self.logits.device), strict=True):
+            new = feeds[r]
             self.slots[r] += range(start + width - len(new), start + width)
             self.cached[r] = self.cached[r] + new
-            self.logits[r] = logits[r]
+            self.logits[r] = logits
             self.fresh[r] = True
 
     def _crop_dead_tail(self) -> None:
