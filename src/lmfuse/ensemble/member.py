@@ -138,12 +138,17 @@ class MemberState:
         full = torch.cat([self.mask[rows], mask[rows]], dim=1)
         positions = (full.cumsum(-1) - 1).clamp(min=0)[:, -n:]
         out = self.member.model(
-            input_ids=ids[rows], attention_mask=full, position_ids=positions, cache=sub, use_cache=True,
+            input_ids=ids[rows],
+            attention_mask=full,
+            position_ids=positions,
+            cache=sub,
+            use_cache=True,
             logits_to_keep=1,
-        )  # fmt: skip
-        for layer, (k, v, *_) in zip(layers, sub, strict=True):
-            new_k, new_v = k.new_zeros(len(self.mask), *k.shape[1:2], n, k.shape[-1]), None
-            new_v = v.new_zeros(len(self.mask), *v.shape[1:2], n, v.shape[-1])
+        )
+        batch = len(self.mask)
+        for layer, (k, v, *_) in zip(layers, sub, strict=True):  # k, v: (rows, heads, length, head_dim)
+            new_k = k.new_zeros(batch, k.shape[1], n, k.shape[3])
+            new_v = v.new_zeros(batch, v.shape[1], n, v.shape[3])
             new_k[rows], new_v[rows] = k[:, :, -n:], v[:, :, -n:]
             layer.update(new_k, new_v)  # the other rows' new columns are zeros, masked out below
         new_mask = torch.zeros_like(mask)
