@@ -111,16 +111,8 @@ def decode_cross(
             use = range(len(batches)) if r in need else range(1)
             tracks = [batches[i].tracks[r] for i in use]
             logps = [lps[i][r] for i in use]
-            choice = _choose(
-                tracks,
-                logps,
-                [weights[i] for i in use] if r in need else [1.0],
-                texts[r],
-                combine,
-                options,
-                union_top_k,
-                generator,
-            )
+            w = [weights[i] for i in use] if r in need else [1.0]
+            choice = _choose(tracks, logps, w, texts[r], combine, options, union_top_k, generator)
             if choice is None or choice == EOS:  # None: no member can continue the committed bytes
                 result.finished_by[r] = "eos"
                 continue

@@ -1,10 +1,11 @@
 """The decode loop for members that share a tokenizer, read top to bottom.
 
-Every step: the lead member (member 0) scores the next token from its KV cache; unless the selective gate
-finds it confident for every unfinished row, the other members first catch up on the tokens they skipped
-(one chunked forward each) and score too; the scores are combined, the combined distribution is processed
-(temperature, top-k, top-p) and one token per row is committed to all members. A row stops on an EOS id of
-the lead member or when a stop string appears in its text.
+Every step: the lead member (member 0) scores the next token from its KV cache; for the rows the selective
+gate does not find it confident on (all rows without a gate), the other members first catch up on the
+tokens they skipped (one chunked forward each, on that sub-batch of rows) and score too; the scores are
+combined, the combined distribution is processed (temperature, top-k, top-p) and one token per row is
+committed to all members. A row stops on an EOS id of the lead member or when a stop string appears in
+its text.
 """
 
 from __future__ import annotations
