@@ -16,11 +16,11 @@ from lmfuse import zoo
 
 # Methods that add rows, in display order. Keep one entry per line.
 DEMO_MODULES = [
-    # vote: "lmfuse.vote.demo",
+    "lmfuse.vote.demo",
     "lmfuse.ensemble.demo",
-    # graft: "lmfuse.graft.demo",
+    "lmfuse.graft.demo",
     # moe: "lmfuse.moe.demo",
-    # exchange: "lmfuse.exchange.demo",
+    "lmfuse.exchange.demo",
 ]
 
 
