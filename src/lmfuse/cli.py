@@ -19,7 +19,7 @@ COMMAND_MODULES = [
     "lmfuse.zoo.command",
     "lmfuse.demo_command",
     "lmfuse.vote.command",
-    # ensemble: "lmfuse.ensemble.command",
+    "lmfuse.ensemble.command",
     "lmfuse.graft.command",
     # moe: "lmfuse.moe.command",
     "lmfuse.exchange.command",

@@ -17,7 +17,7 @@ from lmfuse import zoo
 # Methods that add rows, in display order. Keep one entry per line.
 DEMO_MODULES = [
     "lmfuse.vote.demo",
-    # ensemble: "lmfuse.ensemble.demo",
+    "lmfuse.ensemble.demo",
     "lmfuse.graft.demo",
     # moe: "lmfuse.moe.demo",
     "lmfuse.exchange.demo",
