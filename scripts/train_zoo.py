@@ -28,6 +28,7 @@ from lmfuse.zoo.questions import OPS, held_out_pairs, sample_question
 
 MIX_ALL = {"add": 1 / 3, "sub": 1 / 3, "mul": 1 / 3}
 SPECIALIST_MIX = 0.9  # share of a specialist's fine-tuning data on its own operation
+BPE_VOCAB = 400  # 256 bytes + 4 specials + 140 merges (digit pairs, " A:", ...)
 SPECIALIST_STEPS = {"add": 600, "sub": 600, "mul": 1500}  # multiplication is the hardest to learn
 
 
@@ -206,12 +207,12 @@ def main() -> None:
             "data": f"{SPECIALIST_MIX:.0%} {op}, the rest split between the other two operations",
         })  # fmt: skip
     if "generalist" in only:
-        bpe = testing.bpe_tokenizer(arithmetic_corpus(), vocab_size=160)
+        bpe = testing.bpe_tokenizer(arithmetic_corpus(), vocab_size=BPE_VOCAB)
         torch.manual_seed(20)
         gen = LlamaForCausalLM(model_config(len(bpe)))
         train(gen, Batches(bpe, MIX_ALL, args.batch_size, seed=20), args.generalist_steps, 3e-3, "generalist")
         save_and_measure(gen, bpe, args.out, "generalist", {
-            **common, "description": "Generalist with a different tokenizer (byte-level BPE, 160 tokens).",
+            **common, "description": f"Generalist with a different tokenizer (byte-level BPE, {len(bpe)} tokens).",
             "tokenizer": "byte-level BPE trained on the arithmetic corpus (lmfuse.testing.bpe_tokenizer)",
             "data": "add / sub / mul, one third each", "steps": args.generalist_steps, "lr": 3e-3,
         })  # fmt: skip

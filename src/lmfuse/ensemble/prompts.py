@@ -41,7 +41,7 @@ def read_prompts(path: str | Path) -> list[dict]:
 
 def write_completions(path: str | Path, records: list[dict], completions: list[str]) -> None:
     """The input records with a ``completion`` field added, as JSONL, written atomically."""
-    from lmfuse.core.checkpoint import atomic_write_text
+    from lmfuse.core.atomic import atomic_write_text
 
     lines = [
         json.dumps({**r, "completion": c}, ensure_ascii=False)
