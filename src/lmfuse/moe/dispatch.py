@@ -15,13 +15,21 @@ import torch.nn.functional as F
 GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def pick_backend(backend: str, dtype: torch.dtype) -> str:
-    """``auto`` → ``grouped`` where ``grouped_mm`` supports ``dtype``, else ``loop`` (e.g. fp64)."""
+def pick_backend(backend: str, dtype: torch.dtype, widths: tuple[int, ...] = ()) -> str:
+    """``auto`` → ``grouped`` where ``grouped_mm`` supports ``dtype`` and row strides, else ``loop``.
+
+    ``grouped_mm`` needs fp32/bf16/fp16 (no fp64) and rows of a multiple of 16 bytes (``widths``: the
+    hidden and expert widths).
+    """
+    supported = hasattr(F, "grouped_mm") and dtype in GROUPED_DTYPES
+    aligned = all(w * dtype.itemsize % 16 == 0 for w in widths)
     if backend == "auto":
-        usable = hasattr(F, "grouped_mm") and dtype in GROUPED_DTYPES
-        return "grouped" if usable else "loop"
-    if backend == "grouped" and dtype not in GROUPED_DTYPES:
-        raise ValueError(f"backend 'grouped' supports {GROUPED_DTYPES}, found {dtype}; use 'loop' or 'auto'")
+        return "grouped" if supported and aligned else "loop"
+    if backend == "grouped" and not (supported and aligned):
+        raise ValueError(
+            f"backend 'grouped' needs dtype in {GROUPED_DTYPES} and widths {widths} that are multiples of "
+            f"16 bytes, found {dtype}; use backend 'loop' or 'auto'"
+        )
     return backend
 
 
@@ -54,7 +62,7 @@ def expert_ffn(
     ``w_in``: ``(E, 2I, M)`` (swiglu: gate rows then up rows) or ``(E, I, M)`` (relu); ``w_out``: ``(E, M, I)``.
     Returns ``(N, M)``.
     """
-    backend = pick_backend(backend, xs.dtype)
+    backend = pick_backend(backend, xs.dtype, (w_out.shape[1], w_out.shape[2]))
     if backend == "grouped":
         offs = torch.cumsum(counts, 0).to(torch.int32)
         h = F.grouped_mm(xs, w_in.transpose(1, 2), offs=offs)

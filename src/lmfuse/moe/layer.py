@@ -16,7 +16,7 @@ from torch import nn
 from lmfuse.moe import losses
 from lmfuse.moe.config import MoEConfig
 from lmfuse.moe.dispatch import dispatch_combine
-from lmfuse.moe.router import RouterDraws, Routing, make_draws, route
+from lmfuse.moe.router import RouterDraws, Routing, make_draws, route, router_precision
 
 
 @dataclass
@@ -89,7 +89,8 @@ class MoE(nn.Module):
         if self.training and cfg.router_jitter > 0:
             noise = torch.empty_like(x).uniform_(1 - cfg.router_jitter, 1 + cfg.router_jitter)
             router_in = x * noise
-        logits = F.linear(router_in.float(), self.gate.weight.float())  # (S, E), fp32 router
+        # (S, E); the router runs in fp32 at least, whatever the model dtype.
+        logits = F.linear(router_precision(router_in), router_precision(self.gate.weight))
         if self.training and draws is None and cfg.second_expert_policy != "all":
             draws = make_draws(cfg, x.shape[0], generator)
         bias = self.expert_bias if cfg.scoring == "sigmoid" else None

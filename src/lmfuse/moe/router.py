@@ -42,6 +42,11 @@ class Routing:
     """Slots per expert, or ``None`` when dropless."""
 
 
+def router_precision(t: torch.Tensor) -> torch.Tensor:
+    """At least fp32: bf16/fp16 go up to fp32, fp64 (gradcheck) stays fp64."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def make_draws(cfg: MoEConfig, num_tokens: int, generator: torch.Generator | None = None) -> RouterDraws:
     """Draw the random numbers ``cfg.second_expert_policy`` needs in training (CPU tensors)."""
     k, e = cfg.num_experts_per_tok, cfg.num_experts
@@ -89,7 +94,7 @@ def route(
 
     ``bias`` ``(E,)`` shifts selection only (DeepSeek-V3); weights always come from the unbiased scores.
     """
-    logits = logits.float()
+    logits = router_precision(logits)
     s = logits.shape[0]
     scores = torch.sigmoid(logits) if cfg.scoring == "sigmoid" else torch.softmax(logits, dim=-1)
     policy = cfg.second_expert_policy if training else "all"
