@@ -21,7 +21,7 @@ COMMAND_MODULES = [
     # vote: "lmfuse.vote.command",
     # ensemble: "lmfuse.ensemble.command",
     # graft: "lmfuse.graft.command",
-    # moe: "lmfuse.moe.command",
+    "lmfuse.moe.command",
     # exchange: "lmfuse.exchange.command",
 ]
 
