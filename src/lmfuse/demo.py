@@ -19,7 +19,7 @@ DEMO_MODULES = [
     # vote: "lmfuse.vote.demo",
     # ensemble: "lmfuse.ensemble.demo",
     # graft: "lmfuse.graft.demo",
-    # moe: "lmfuse.moe.demo",
+    "lmfuse.moe.demo",
     # exchange: "lmfuse.exchange.demo",
 ]
 

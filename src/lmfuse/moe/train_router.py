@@ -55,6 +55,7 @@ def train_router(
     suffix = tokenizer.eos_token if cfg.append_eos and tokenizer.eos_token else ""
     rng = random.Random(cfg.seed)
     optimiser = torch.optim.AdamW(routers, lr=cfg.lr, weight_decay=0.0)
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"  # positions as in pre-training
     model.train()
     try:
         for _ in tqdm(range(cfg.steps), desc="train-router", disable=not progress):
@@ -67,6 +68,7 @@ def train_router(
             optimiser.step()
             result.losses.append(loss.item())
     finally:
+        tokenizer.padding_side = side
         model.eval()
         for p in model.parameters():
             p.requires_grad_(True)
