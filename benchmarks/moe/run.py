@@ -28,7 +28,7 @@ from lmfuse.moe import MoE, preset
 from lmfuse.moe.oracle import einsum_moe
 
 FULL = [(4096, 1024, 8, 2048), (4096, 1024, 64, 256), (16384, 2048, 32, 1024)]
-SMOKE = [(256, 64, 8, 128), (256, 64, 16, 32)]
+SMOKE = [(128, 32, 4, 64)]
 EINSUM_MAX_ELEMENTS = 2 * 10**8  # S·E·C of the one-hot masks; beyond this the einsum does not fit
 
 
