@@ -128,6 +128,39 @@ def save_and_measure(model, tokenizer, out: Path, name: str, card: dict) -> dict
     return acc
 
 
+def write_zoo_readme(out: Path) -> None:
+    """Write the zoo's README with the accuracy table read from each model's training.json."""
+    rows = []
+    for name in zoo.MEMBERS:
+        card_path = out / name / "training.json"
+        if not card_path.is_file():
+            continue
+        card = json.loads(card_path.read_text())
+        acc = card["accuracy"]
+        cells = " | ".join(f"{acc[k]:.2f}" for k in ("all", *OPS))
+        rows.append(f"| {name} | {cells} |")
+        rows_desc = f"- `{name}`: {card['description']} {card['steps']} steps; {card['tokenizer']}."
+        rows.append(rows_desc)
+    table = [r for r in rows if r.startswith("|")]
+    desc = [r for r in rows if r.startswith("-")]
+    text = (
+        "# The zoo\n\n"
+        "Tiny Llama-architecture models (about 0.8M parameters each, fp16) trained here on synthetic "
+        "arithmetic by `scripts/train_zoo.py` (fixed seeds; about 15 minutes on 2 cores). Every method and "
+        "`lmfuse demo` use them.\n\n"
+        "Task: `Q: 37+48= A: 85`: addition and subtraction over 0-99 (non-negative results), "
+        "multiplication of 0-99 by 0-9. The held-out set (`lmfuse.zoo.eval_set()`, 100 questions per "
+        "operation, fixed seed) is excluded from all training data.\n\n"
+        + "\n".join(desc)
+        + "\n\nHeld-out accuracy, greedy decoding, measured on the committed fp16 weights with "
+        "`lmfuse.zoo.evaluate` (a test checks that this table matches):\n\n"
+        "| model | all | add | sub | mul |\n|---|---|---|---|---|\n" + "\n".join(table) + "\n\n"
+        "Reproduce: `.venv/bin/python scripts/train_zoo.py` (or `--only add` to retrain one specialist "
+        "from the committed base).\n"
+    )
+    (out.parent / "README.md").write_text(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("src/lmfuse/zoo/models"))
@@ -135,6 +168,7 @@ def main() -> None:
     ap.add_argument("--specialist-steps", type=int, default=800)
     ap.add_argument("--generalist-steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
     ap.add_argument("--only", nargs="*", default=None, help="train only these members (base first)")
     ap.add_argument("--quick", action="store_true", help="a few steps into /tmp/zoo-quick")
     args = ap.parse_args()
@@ -145,7 +179,7 @@ def main() -> None:
             10,
             20,
         )
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     start = time.time()
     char = testing.char_tokenizer()
     only = set(args.only or zoo.MEMBERS)
@@ -181,6 +215,8 @@ def main() -> None:
             "tokenizer": "byte-level BPE trained on the arithmetic corpus (lmfuse.testing.bpe_tokenizer)",
             "data": "add / sub / mul, one third each", "steps": args.generalist_steps, "lr": 3e-3,
         })  # fmt: skip
+    if not args.quick:
+        write_zoo_readme(args.out)
     print(f"done in {time.time() - start:.0f} s", flush=True)
 
 

@@ -63,7 +63,7 @@ def _not_found(text: str, exc: Exception) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"model {text!r} is not a local directory and could not be loaded from the Hugging Face cache "
         f"({type(exc).__name__}). Download it first where a network is available "
-        f"(`huggingface-cli download {text}`) or pass a local path."
+        f"(`hf download {text}`) or pass a local path."
     )
 
 

@@ -1,0 +1,89 @@
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lmfuse import zoo
+from lmfuse.errors import ModelNotFoundError
+from lmfuse.zoo.questions import held_out_pairs
+
+README = Path(zoo.__file__).parent / "README.md"
+
+
+def test_eval_set_is_fixed_distinct_and_balanced():
+    qs = zoo.eval_set()
+    assert qs == zoo.eval_set()
+    assert len(qs) == 300 and len({(q.op, q.a, q.b) for q in qs}) == 300
+    assert {q.op: sum(x.op == q.op for x in qs) for q in qs} == {"add": 100, "sub": 100, "mul": 100}
+    assert zoo.eval_set(5) == [q for q in qs if int(q.id[-3:]) < 5]
+    assert all(int(q.answer) >= 0 for q in qs)
+    q = qs[0]
+    assert q.prompt == f"Q: {q.a}+{q.b}= A:" and q.text == f"{q.prompt} {q.a + q.b}"
+    assert len(held_out_pairs()) == 300
+
+
+def test_score_and_extraction():
+    qs = zoo.eval_set(2)
+    completions = [f" {q.answer}" if q.op != "mul" else " -1" for q in qs]
+    result = zoo.score(qs, completions)
+    assert result.per_op == {"add": 1.0, "sub": 1.0, "mul": 0.0}
+    assert result.accuracy == pytest.approx(4 / 6)
+    assert zoo.extract_number(" 007 apples") == "7" and zoo.extract_number("none") is None
+    with pytest.raises(ValueError, match="expected 6 completions"):
+        zoo.score(qs, completions[:2])
+
+
+def test_evaluate_batches_prompts():
+    seen = []
+
+    def oracle(prompts):
+        seen.append(len(prompts))
+        answers = {q.prompt: q.answer for q in zoo.eval_set()}
+        return [f" {answers[p]}" for p in prompts]
+
+    result = zoo.evaluate(oracle, batch_size=64)
+    assert result.accuracy == 1.0 and seen == [64] * 4 + [44]
+
+
+def test_unknown_zoo_model_is_a_clear_error():
+    with pytest.raises(ModelNotFoundError, match="no zoo model 'nope'; available: base"):
+        zoo.path("nope")
+
+
+def test_every_member_is_committed_with_a_card():
+    assert zoo.names() == list(zoo.MEMBERS)
+    for name in zoo.MEMBERS:
+        d = zoo.path(name)
+        assert (d / "model.safetensors").is_file() and (d / "tokenizer.json").is_file()
+        assert "accuracy" in (d / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def measured():
+    out = {}
+    for name in zoo.MEMBERS:
+        model, tok = zoo.load(name)
+        out[name] = zoo.evaluate(zoo.hf_generate_fn(model, tok), batch_size=100)
+    return out
+
+
+def test_committed_weights_reproduce_the_recorded_accuracy(measured):
+    for name, result in measured.items():
+        card = json.loads((zoo.path(name) / "training.json").read_text())
+        assert {k: round(v, 4) for k, v in result.row().items()} == card["accuracy"], name
+
+
+def test_readme_table_matches_evaluate(measured):
+    rows = dict(re.findall(r"^\| (\w+) \|(.+)\|$", README.read_text(), flags=re.M))
+    for name, result in measured.items():
+        cells = [float(c) for c in rows[name].split("|")]
+        assert cells == [round(v, 2) for v in result.row().values()], name
+
+
+def test_specialists_are_measurably_different(measured):
+    for op in zoo.SPECIALISTS:
+        own = measured[op].per_op[op]
+        assert own == max(measured[m].per_op[op] for m in zoo.MEMBERS), op
+        assert own >= measured[op].per_op[[o for o in zoo.OPS if o != op][0]] + 0.2
+        assert min(measured[op].per_op.values()) < 0.6, f"{op} should not be good at everything"
