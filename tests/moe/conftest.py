@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmfuse.testing import char_tokenizer, save_tiny, tiny_model
+from lmfuse.testing import char_tokenizer, save_tiny
 
 
 def save_dense(directory: Path, arch: str, seed: int = 0) -> Path:
@@ -54,4 +54,7 @@ def llama_family(tmp_path_factory):
     return base, [save_finetune(base, root / f"ft{i}", seed=i + 1) for i in range(3)]
 
 
-__all__ = ["save_dense", "save_finetune", "tiny_model"]
+@pytest.fixture
+def make_dense():
+    """``make_dense(directory, arch, seed=0)`` saves a tiny dense model (llama, mistral, qwen2, qwen3)."""
+    return save_dense

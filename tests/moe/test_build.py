@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from conftest import save_dense
 
 from lmfuse.core.loading import load_model
 from lmfuse.errors import CheckpointError, ConfigError, IncompatibleModelsError
@@ -28,8 +27,8 @@ def logits(path, ids):
     "arch,init,k",
     [("llama", "hidden", 2), ("mistral", "embed", 1), ("qwen2", "random", 2), ("qwen3", "hidden", 3)],
 )
-def test_identical_copies_reproduce_the_dense_model_whatever_the_router(tmp_path, arch, init, k):
-    dense = save_dense(tmp_path / "dense", arch)
+def test_identical_copies_reproduce_the_dense_model_whatever_the_router(tmp_path, arch, init, k, make_dense):
+    dense = make_dense(tmp_path / "dense", arch)
     result = build_moe(recipe(dense, [dense] * 3, router_init=init, num_experts_per_tok=k), tmp_path / "moe")
     expected = {"llama": "mixtral", "mistral": "mixtral", "qwen2": "qwen2_moe", "qwen3": "qwen3_moe"}[arch]
     assert result.architecture == expected
@@ -79,8 +78,8 @@ def test_average_shared_weights_is_branch_train_mix(tmp_path, llama_family):
     torch.testing.assert_close(moe.model.norm.weight, (parts[0] + parts[1]) / 2)
 
 
-def test_qwen2_moe_with_shared_expert_loads_and_generates(tmp_path):
-    dense = save_dense(tmp_path / "dense", "qwen2")
+def test_qwen2_moe_with_shared_expert_loads_and_generates(tmp_path, make_dense):
+    dense = make_dense(tmp_path / "dense", "qwen2")
     r = recipe(dense, [dense] * 3, shared_expert=SharedExpertSpec(str(dense)), router_init="random")
     result = build_moe(r, tmp_path / "moe")
     model = load_model(tmp_path / "moe", dtype=torch.float32)
@@ -111,9 +110,9 @@ def test_mixtral_8x7b_parameter_counts_on_meta_device():
     assert counts.active == 12_879_925_248
 
 
-def test_validation_happens_before_writing(tmp_path, llama_family):
+def test_validation_happens_before_writing(tmp_path, llama_family, make_dense):
     base, fts = llama_family
-    other = save_dense(tmp_path / "qwen", "qwen2")
+    other = make_dense(tmp_path / "qwen", "qwen2")
     out = tmp_path / "out"
     with pytest.raises(IncompatibleModelsError) as info:
         build_moe(recipe(base, [fts[0], other, tmp_path / "missing"]), out)
