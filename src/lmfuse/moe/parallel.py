@@ -5,6 +5,7 @@ counts, send each pair's hidden state to the rank that owns its expert with ``al
 (uneven splits, inside an autograd function so gradients flow back the same way), run the local experts
 as one grouped matmul, send the results back, combine. Works with NCCL on GPUs and gloo on CPU.
 The router and shared experts are replicated: all-reduce their gradients like data-parallel weights.
+With a capacity factor, capacity is computed per rank over that rank's tokens (as GShard's groups).
 """
 
 from __future__ import annotations
