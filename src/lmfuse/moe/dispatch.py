@@ -65,15 +65,35 @@ def expert_ffn(
     backend = pick_backend(backend, xs.dtype, (w_out.shape[1], w_out.shape[2]))
     if backend == "grouped":
         offs = torch.cumsum(counts, 0).to(torch.int32)
-        h = F.grouped_mm(xs, w_in.transpose(1, 2), offs=offs)
-        h = _activate(h, activation)
-        return F.grouped_mm(h, w_out.transpose(1, 2), offs=offs)
+        h = _GroupedLinear.apply(xs, w_in, offs)
+        return _GroupedLinear.apply(_activate(h, activation), w_out, offs)
     outs = []
     chunks = torch.split(xs, counts.tolist())
     for x_e, wi, wo in zip(chunks, w_in.unbind(0), w_out.unbind(0), strict=True):
         if x_e.shape[0]:
             outs.append(F.linear(_activate(F.linear(x_e, wi), activation), wo))
     return torch.cat(outs) if outs else xs.new_zeros(0, w_out.shape[1])
+
+
+class _GroupedLinear(torch.autograd.Function):
+    """``x_e @ W_e^T`` for each expert's row segment of ``x`` ``(N, in)``, ``W`` ``(E, out, in)``.
+
+    The backward computes the weight gradient as one 2-D × 2-D ``grouped_mm`` straight into ``W``'s
+    ``(E, out, in)`` layout; autograd through ``W.transpose`` would produce it transposed and then copy it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w, offs)
+        return F.grouped_mm(x, w.transpose(1, 2), offs=offs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w, offs = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = F.grouped_mm(grad, w, offs=offs) if ctx.needs_input_grad[0] else None
+        grad_w = F.grouped_mm(grad.t(), x, offs=offs) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w, None
 
 
 def _activate(h: torch.Tensor, activation: str) -> torch.Tensor:
@@ -99,7 +119,52 @@ def dispatch_combine(
     """
     s, k = indices.shape
     rows, counts, where = sort_by_expert(indices, keep, w_in.shape[0])
-    ys = expert_ffn(x[rows // k], counts, w_in, w_out, activation, backend)
-    ys = torch.cat([ys, ys.new_zeros(1, ys.shape[1])])
-    per_choice = ys[where].view(s, k, -1)
-    return (per_choice * weights.to(x.dtype).unsqueeze(-1)).sum(1)
+    ys = expert_ffn(_ToExperts.apply(x, rows, where, k), counts, w_in, w_out, activation, backend)
+    return combine(ys, where, weights.to(x.dtype), rows)
+
+
+def combine(ys: torch.Tensor, where: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Back to token order and mixed: ``ys`` ``(N, M)`` expert outputs in sorted order, ``where`` ``(S·k,)``
+    each pair's row (``N`` = dropped), ``rows`` ``(N,)`` each sorted row's pair, ``weights`` ``(S, k)``
+    → ``(S, M)``. The mix is one batched ``(1, k) @ (k, M)`` product per token.
+    """
+    s, k = weights.shape
+    per_choice = _FromExperts.apply(ys, where, rows).view(s, k, -1)
+    return torch.bmm(weights.unsqueeze(1), per_choice).squeeze(1)
+
+
+def _pad_dropped(t: torch.Tensor, pairs: int) -> torch.Tensor:
+    """``t`` ``(N, M)`` plus a zero row at index ``N`` when pairs were dropped (``N < pairs``)."""
+    return t if t.shape[0] >= pairs else torch.cat([t, t.new_zeros(1, t.shape[1])])
+
+
+class _ToExperts(torch.autograd.Function):
+    """``x[rows // k]``: tokens in expert order (``index_select``: far faster than indexing on CPU). Backward gathers each token's ``k`` row gradients and sums
+    them (``where`` is the inverse map), instead of a scatter-add."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rows: torch.Tensor, where: torch.Tensor, k: int) -> torch.Tensor:
+        ctx.save_for_backward(where)
+        ctx.k = k
+        return x.index_select(0, rows // k)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (where,) = ctx.saved_tensors
+        grad = _pad_dropped(grad, where.numel())
+        return grad.index_select(0, where).view(-1, ctx.k, grad.shape[1]).sum(1), None, None, None
+
+
+class _FromExperts(torch.autograd.Function):
+    """``ys[where]`` with a zero row for dropped pairs: ``(S·k, M)`` in (token, choice) order. Backward is
+    the inverse gather ``grad[rows]`` (each sorted row has exactly one pair)."""
+
+    @staticmethod
+    def forward(ctx, ys: torch.Tensor, where: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        return _pad_dropped(ys, where.numel()).index_select(0, where)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        return grad.index_select(0, rows), None, None

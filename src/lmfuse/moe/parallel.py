@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lmfuse.moe.config import MoEConfig
-from lmfuse.moe.dispatch import expert_ffn, sort_by_expert
+from lmfuse.moe.dispatch import combine, expert_ffn, sort_by_expert
 from lmfuse.moe.layer import MoE
 from lmfuse.moe.router import make_draws, route, router_precision
 
@@ -95,8 +95,7 @@ class ExpertParallelMoE(nn.Module):
         received = all_to_all(x[rows // k], out_splits, in_splits, self.group)
         ys = self._local_experts(received, recv_counts)
         back = all_to_all(ys, in_splits, out_splits, self.group)  # (N, M), in the order of ``rows``
-        back = torch.cat([back, back.new_zeros(1, back.shape[1])])
-        y = (back[where].view(s, k, -1) * r.weights.to(x.dtype).unsqueeze(-1)).sum(1)
+        y = combine(back, where, r.weights.to(x.dtype), rows)
         if self.shared is not None:
             y = y + self.shared(x)
         return y.view(shape)
