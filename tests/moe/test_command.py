@@ -100,3 +100,18 @@ def test_bad_data_line_is_named(built, tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"txt": 1}\n')
     assert main(["moe", "inspect", str(built / "moe"), "--data", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+
+
+def test_prompt_completion_records_learn_the_completion_only(tmp_path):
+    from lmfuse.moe.data import read_examples
+    from lmfuse.moe.train_router import _batch
+    from lmfuse.testing import char_tokenizer
+
+    (tmp_path / "d.jsonl").write_text('{"prompt": "Q: 1+2= A:", "completion": " 3", "category": "add"}\n')
+    (example,) = read_examples(tmp_path / "d.jsonl")
+    assert example.text == "Q: 1+2= A: 3" and example.prompt == "Q: 1+2= A:" and example.category == "add"
+    tok = char_tokenizer()
+    tok.padding_side = "right"
+    batch, labels = _batch(tok, [example], tok.eos_token)
+    learned = labels[0][labels[0] != -100].tolist()
+    assert tok.decode(learned) == " 3<eos>"

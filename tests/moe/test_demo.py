@@ -1,4 +1,4 @@
-"""The demo rows on the zoo: an MoE of the specialists should be good at every operation."""
+"""The demo on the zoo: identity invariant on real weights, and the demo rows themselves."""
 
 import pytest
 
@@ -19,18 +19,34 @@ def test_training_questions_never_use_held_out_ones():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_ZOO, reason="zoo weights not present")
-def test_moe_of_specialists_is_good_at_every_op():
+def test_moe_of_base_copies_answers_exactly_like_base(tmp_path):
+    from lmfuse.core.loading import load_model_and_tokenizer
+    from lmfuse.moe.build import build_moe
+    from lmfuse.moe.recipe import BuildRecipe, ExpertSpec
+
+    base = str(zoo.path("base"))
+    recipe = BuildRecipe(
+        base=base, experts=[ExpertSpec(base, ["Q: 1+2= A:"]), ExpertSpec(base, ["Q: 3*4= A:"])]
+    )
+    build_moe(recipe, tmp_path / "moe")
+    questions = zoo.eval_set(15)
+    moe = zoo.evaluate(
+        zoo.hf_generate_fn(*load_model_and_tokenizer(tmp_path / "moe", dtype="float32")), questions
+    )
+    dense = zoo.evaluate(zoo.hf_generate_fn(*zoo.load("base")), questions)
+    assert moe.completions == dense.completions and len(moe.completions) == len(questions)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_ZOO, reason="zoo weights not present")
+def test_demo_rows_on_the_zoo():
     from lmfuse.demo import DemoContext
     from lmfuse.moe.demo import demo_rows
 
-    ctx = DemoContext(questions=zoo.eval_set(20))
-    rows = demo_rows(ctx)
+    rows = demo_rows(DemoContext(questions=zoo.eval_set(10)))
     assert [r.name for r in rows] == ["moe add+sub+mul (hidden)", "moe + train-router"]
-    specialists = {
-        op: zoo.evaluate(zoo.hf_generate_fn(*ctx.member(op)), ctx.questions).per_op[op]
-        for op in zoo.SPECIALISTS
-    }
-    best = rows[-1].accuracy
-    for op in zoo.SPECIALISTS:
-        # within reach of the specialist on its own operation
-        assert best[op] >= specialists[op] - 0.2, (op, best, specialists)
+    for row in rows:
+        assert set(row.accuracy) == {"all", *zoo.SPECIALISTS}
+        assert all(0.0 <= v <= 1.0 for v in row.accuracy.values())
+    first, last = (float(x) for x in rows[1].note.split("loss ")[1].split(" -> "))
+    assert last < first  # router training lowers the answer loss

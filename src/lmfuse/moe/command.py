@@ -21,7 +21,9 @@ def add_parser(subparsers) -> None:
     t = sub.add_parser("train-router", help="train only the routers of an MoE model (everything else frozen)")
     t.add_argument("model", help="MoE model directory (or zoo:NAME)")
     t.add_argument(
-        "--data", required=True, help="training texts: .jsonl with a 'text' field, or one per line"
+        "--data",
+        required=True,
+        help="training data: .jsonl with 'text' (or 'prompt' + 'completion': learn the completion only), or text lines",
     )
     t.add_argument("--out", required=True, help="where to save the model with trained routers")
     t.add_argument("--steps", type=int, default=30)
@@ -62,11 +64,11 @@ def _train_router(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.batch_size < 1 or args.lr <= 0:
         raise ConfigError("--steps and --batch-size must be positive integers and --lr a positive number")
     check_output_dir(args.out, args.overwrite)
-    texts = [e.text for e in read_examples(args.data)]
+    examples = read_examples(args.data)
     model, tok = load_model_and_tokenizer(args.model, dtype="float32")
     _require_moe(model, args.model)
     cfg = TrainRouterConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    result = train_router(model, tok, texts, cfg, progress=True)
+    result = train_router(model, tok, examples, cfg, progress=True)
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -1,7 +1,7 @@
 """Router initialisation for MoE checkpoints built from dense experts.
 
-- ``hidden``: per layer, each expert's router row is the mean MLP input (the hidden state the router
-  will see) over its positive prompts minus the mean over its negative prompts — or, without negative
+- ``hidden``: per layer, each expert's router row is the mean last-token MLP input (the hidden state the
+  router will see) over its positive prompts minus the mean over its negative prompts — or, without negative
   prompts, minus the mean over the other experts' positive prompts — normalised to unit length.
 - ``embed``: the same contrast over the base's mean token embeddings of the prompts (cheap: no forward).
 - ``random``: normal with the model's ``initializer_range``, seeded.
@@ -29,7 +29,11 @@ def _contrast(pos: torch.Tensor, neg: list[torch.Tensor | None]) -> torch.Tensor
 
 @torch.no_grad()
 def mlp_inputs(model, tokenizer, prompts: list[str]) -> torch.Tensor:
-    """Mean over prompts (and their tokens) of each layer's MLP input: ``(num_layers, M)`` fp32."""
+    """Mean over prompts of each layer's MLP input at the prompt's last token: ``(num_layers, M)`` fp32.
+
+    The last token is the one that has read the whole prompt (and where generation starts); a mean over all
+    tokens would be dominated by the tokens every prompt shares.
+    """
     layers = model.model.layers
     sums = [None] * len(layers)
     mask_holder: dict[str, torch.Tensor] = {}
@@ -37,8 +41,8 @@ def mlp_inputs(model, tokenizer, prompts: list[str]) -> torch.Tensor:
     def hook(i):
         def fn(_module, args):
             h = args[0].float()  # (B, T, M)
-            m = mask_holder["mask"].unsqueeze(-1)
-            per_prompt = (h * m).sum(1) / m.sum(1)  # (B, M)
+            last = mask_holder["last"]  # (B,) position of each prompt's last real token
+            per_prompt = h[torch.arange(h.shape[0]), last]  # (B, M)
             sums[i] = per_prompt.sum(0) if sums[i] is None else sums[i] + per_prompt.sum(0)
 
         return fn
@@ -46,7 +50,8 @@ def mlp_inputs(model, tokenizer, prompts: list[str]) -> torch.Tensor:
     handles = [layer.mlp.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
     try:
         batch = tokenizer(prompts, return_tensors="pt", padding=True)
-        mask_holder["mask"] = batch["attention_mask"].float()
+        mask = batch["attention_mask"]
+        mask_holder["last"] = (mask * torch.arange(mask.shape[1])).argmax(-1)
         model(**batch)
     finally:
         for h in handles:

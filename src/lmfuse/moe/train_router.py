@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmfuse.moe.data import Example
 from lmfuse.moe.hf import router_parameters
 
 
@@ -34,14 +35,22 @@ class TrainRouterResult:
 
 
 def train_router(
-    model, tokenizer, texts: list[str], cfg: TrainRouterConfig | None = None, progress: bool = False
+    model,
+    tokenizer,
+    examples: list[Example | str],
+    cfg: TrainRouterConfig | None = None,
+    progress: bool = False,
 ) -> TrainRouterResult:
-    """Train ``model``'s routers in place on ``texts``; returns the loss curve. ``model`` ends in eval mode."""
+    """Train ``model``'s routers in place on ``examples``; returns the loss curve. ``model`` ends in eval mode.
+
+    An example with a ``prompt`` is learned on its completion only (how instruction models are tuned).
+    """
     from tqdm.auto import tqdm
 
     cfg = cfg or TrainRouterConfig()
-    if not texts:
-        raise ValueError("train_router needs at least one text")
+    examples = [e if isinstance(e, Example) else Example(e) for e in examples]
+    if not examples:
+        raise ValueError("train_router needs at least one example")
     routers = router_parameters(model)
     ids = {id(p) for p in routers}
     for p in model.parameters():
@@ -59,9 +68,7 @@ def train_router(
     model.train()
     try:
         for _ in tqdm(range(cfg.steps), desc="train-router", disable=not progress):
-            batch_texts = [t + suffix for t in rng.choices(texts, k=cfg.batch_size)]
-            batch = tokenizer(batch_texts, return_tensors="pt", padding=True, add_special_tokens=True)
-            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            batch, labels = _batch(tokenizer, rng.choices(examples, k=cfg.batch_size), suffix)
             loss = model(**batch, labels=labels).loss
             optimiser.zero_grad()
             loss.backward()
@@ -73,3 +80,13 @@ def train_router(
         for p in model.parameters():
             p.requires_grad_(True)
     return result
+
+
+def _batch(tokenizer, examples: list[Example], suffix: str):
+    """Right-padded batch and labels: padding and prompt tokens are ``-100`` (not learned)."""
+    batch = tokenizer([e.text + suffix for e in examples], return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    for row, e in enumerate(examples):
+        if e.prompt is not None:
+            labels[row, : len(tokenizer(e.prompt)["input_ids"])] = -100
+    return batch, labels
