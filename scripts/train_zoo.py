@@ -28,6 +28,7 @@ from lmfuse.zoo.questions import OPS, held_out_pairs, sample_question
 
 MIX_ALL = {"add": 1 / 3, "sub": 1 / 3, "mul": 1 / 3}
 SPECIALIST_MIX = 0.9  # share of a specialist's fine-tuning data on its own operation
+SPECIALIST_STEPS = {"add": 600, "sub": 600, "mul": 1500}  # multiplication is the hardest to learn
 
 
 def arithmetic_corpus(n: int = 3000, seed: int = 0) -> list[str]:
@@ -83,7 +84,7 @@ class Batches:
         return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
-def train(model, batches: Batches, steps: int, lr: float, desc: str) -> list[float]:
+def train(model, batches: Batches, steps: int, lr: float, desc: str):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(steps // 20, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -145,7 +146,7 @@ def write_zoo_readme(out: Path) -> None:
     desc = [r for r in rows if r.startswith("-")]
     text = (
         "# The zoo\n\n"
-        "Tiny Llama-architecture models (about 0.8M parameters each, fp16) trained here on synthetic "
+        "Tiny Llama-architecture models (about 0.86M parameters each, fp16) trained here on synthetic "
         "arithmetic by `scripts/train_zoo.py` (fixed seeds; about 15 minutes on 2 cores). Every method and "
         "`lmfuse demo` use them.\n\n"
         "Task: `Q: 37+48= A: 85`: addition and subtraction over 0-99 (non-negative results), "
@@ -164,9 +165,9 @@ def write_zoo_readme(out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("src/lmfuse/zoo/models"))
-    ap.add_argument("--base-steps", type=int, default=1500)
-    ap.add_argument("--specialist-steps", type=int, default=800)
-    ap.add_argument("--generalist-steps", type=int, default=2000)
+    ap.add_argument("--base-steps", type=int, default=800)
+    ap.add_argument("--specialist-steps", type=int, default=None, help="default: SPECIALIST_STEPS")
+    ap.add_argument("--generalist-steps", type=int, default=900)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
     ap.add_argument("--only", nargs="*", default=None, help="train only these members (base first)")
@@ -199,10 +200,11 @@ def main() -> None:
         torch.manual_seed(10 + i)
         model, _ = load_model_and_tokenizer(args.out / "base", dtype="float32")
         mix = {o: (SPECIALIST_MIX if o == op else (1 - SPECIALIST_MIX) / 2) for o in OPS}
-        train(model, Batches(char, mix, args.batch_size, seed=10 + i), args.specialist_steps, 2e-3, op)
+        steps = args.specialist_steps or SPECIALIST_STEPS[op]
+        train(model, Batches(char, mix, args.batch_size, seed=10 + i), steps, 2e-3, op)
         save_and_measure(model, char, args.out, op, {
             **common, "description": f"Specialist: fine-tuned from zoo/base, {SPECIALIST_MIX:.0%} on '{op}'.",
-            "tokenizer": "character-level, same as zoo/base", "steps": args.specialist_steps, "lr": 2e-3,
+            "tokenizer": "character-level, same as zoo/base", "steps": steps, "lr": 2e-3,
             "data": f"{SPECIALIST_MIX:.0%} {op}, the rest split between the other two operations",
         })  # fmt: skip
     if "generalist" in only:

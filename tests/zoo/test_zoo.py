@@ -84,6 +84,6 @@ def test_readme_table_matches_evaluate(measured):
 def test_specialists_are_measurably_different(measured):
     for op in zoo.SPECIALISTS:
         own = measured[op].per_op[op]
-        assert own == max(measured[m].per_op[op] for m in zoo.MEMBERS), op
-        assert own >= measured[op].per_op[[o for o in zoo.OPS if o != op][0]] + 0.2
-        assert min(measured[op].per_op.values()) < 0.6, f"{op} should not be good at everything"
+        others = [measured[m].per_op[op] for m in zoo.MEMBERS if m != op]
+        assert own >= max(others) + 0.15, f"{op} specialist should be clearly best on {op}"
+        assert min(measured[op].per_op.values()) < 0.6, f"{op} specialist should not be good at everything"
