@@ -2,8 +2,8 @@
 
 Writes a base and ``--experts`` random dense Llama checkpoints (bf16, 2 GB shards) of about 1B parameters
 each (``--smoke``: tiny), then builds a Mixtral from them with each tool in its own child process and
-records wall time and peak RSS (``/usr/bin/time -v``). Both use ``random`` routers (pure IO; the hidden
-mode's cost is one forward of the base over the prompts in both). Finally checks that the two outputs hold
+records wall time and peak RSS (``/usr/bin/time -v``). ``--gate random`` (default) measures the pure
+build; ``--gate hidden`` adds one forward of the base over the prompts in both. Finally checks that the two outputs hold
 the same expert weights.
 
     python benchmarks/moe/build_vs_mergekit.py --smoke
@@ -65,12 +65,15 @@ def timed(cmd: list[str]) -> dict:
     return dict(seconds=round(wall, 1), peak_rss_gb=round(rss_kb / 1024**2, 2), stdout=proc.stdout[-600:])
 
 
-def recipes(root: Path, n: int) -> tuple[Path, Path]:
+def recipes(root: Path, n: int, gate: str) -> tuple[Path, Path]:
+    """Both tools' recipes; ``gate`` is ``random`` or ``hidden`` (one prompt per expert)."""
     experts = [root / f"expert{i}" for i in range(n)]
-    ours = [f"base: {root / 'base'}", "router_init: random", "num_experts_per_tok: 2", "experts:"]
-    ours += [f"  - source: {e}" for e in experts]
-    theirs = [f"base_model: {root / 'base'}", "gate_mode: random", "dtype: bfloat16", "experts:"]
-    theirs += [f"  - source_model: {e}\n    positive_prompts: ['x']" for e in experts]
+    ours = [f"base: {root / 'base'}", f"router_init: {gate}", "num_experts_per_tok: 2", "experts:"]
+    ours += [f"  - source: {e}\n    positive_prompts: ['Q: {i}+{i}= A:']" for i, e in enumerate(experts)]
+    theirs = [f"base_model: {root / 'base'}", f"gate_mode: {gate}", "dtype: bfloat16", "experts:"]
+    theirs += [
+        f"  - source_model: {e}\n    positive_prompts: ['Q: {i}+{i}= A:']" for i, e in enumerate(experts)
+    ]
     (root / "lmfuse.yaml").write_text("\n".join(ours) + "\n")
     (root / "mergekit.yaml").write_text("\n".join(theirs) + "\n")
     return root / "lmfuse.yaml", root / "mergekit.yaml"
@@ -97,6 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--mergekit", help="path of the mergekit-moe executable (its own venv)")
+    parser.add_argument(
+        "--gate", choices=["random", "hidden"], default="random", help="router initialisation"
+    )
     parser.add_argument("--workdir", help="where to write checkpoints (default: a temporary directory)")
     args = parser.parse_args(argv)
     shape = SMOKE if args.smoke else ONE_B
@@ -105,9 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
         params = write_dense(root / "base", shape, seed=0)
         for i in range(args.experts):
             write_dense(root / f"expert{i}", shape, seed=i + 1)
-        ours, theirs = recipes(root, args.experts)
+        ours, theirs = recipes(root, args.experts, args.gate)
         report = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), dense_params=params,
-                      experts=args.experts)  # fmt: skip
+                      experts=args.experts, gate=args.gate)  # fmt: skip
         report["lmfuse"] = timed(
             [sys.executable, "-m", "lmfuse", "moe", "build", str(ours), str(root / "out-lmfuse")]
         )
