@@ -59,3 +59,9 @@ def test_readme_commands_on_the_zoo(tmp_path, capsys):
     ]
     assert main(args) == 0
     assert "active parameters" in capsys.readouterr().out
+    from lmfuse.core.checkpoint import CheckpointReader
+
+    reader = CheckpointReader(tmp_path / "t")
+    assert (
+        reader.meta(reader.keys()[0])[1] == CheckpointReader(tmp_path / "zoo-moe").meta(reader.keys()[0])[1]
+    )

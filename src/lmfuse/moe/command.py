@@ -65,10 +65,13 @@ def _train_router(args: argparse.Namespace) -> int:
         raise ConfigError("--steps and --batch-size must be positive integers and --lr a positive number")
     check_output_dir(args.out, args.overwrite)
     examples = read_examples(args.data)
+    stored = _stored_dtype(args.model)
     model, tok = load_model_and_tokenizer(args.model, dtype="float32")
     _require_moe(model, args.model)
     cfg = TrainRouterConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     result = train_router(model, tok, examples, cfg, progress=True)
+    if stored is not None:
+        model.to(stored)  # trained in fp32, saved as the input was stored
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -76,6 +79,19 @@ def _train_router(args: argparse.Namespace) -> int:
           f"for {len(result.losses)} steps: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
     print(f"saved to {args.out}")
     return 0
+
+
+def _stored_dtype(name: str):
+    """The dtype a model directory's config says its weights are stored in, or ``None``."""
+    import torch
+    from transformers import AutoConfig
+
+    from lmfuse.core.loading import resolve_model_path
+
+    dtype = getattr(AutoConfig.from_pretrained(resolve_model_path(name)), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 def _require_moe(model, name: str) -> None:
