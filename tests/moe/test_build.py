@@ -35,6 +35,9 @@ def test_identical_copies_reproduce_the_dense_model_whatever_the_router(tmp_path
     assert json.loads((tmp_path / "moe" / "config.json").read_text())["model_type"] == expected
     ids = torch.randint(4, 60, (2, 11), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(logits(tmp_path / "moe", ids), logits(dense, ids), rtol=1e-4, atol=1e-4)
+    model = load_model(tmp_path / "moe", dtype=torch.float32)
+    kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert torch.equal(model.generate(ids, use_cache=True, **kw), model.generate(ids, use_cache=False, **kw))
 
 
 def test_built_moe_loads_natively_and_generates_same_with_and_without_cache(tmp_path, llama_family):
