@@ -135,7 +135,8 @@ def router_rows(recipe: BuildRecipe, src: _Sources) -> torch.Tensor:
         return router_init.embed_rows(emb, tokenizer, pos, neg, cfg.num_hidden_layers, recipe.router_scale)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = load_model(src.base_dir, dtype=torch.float32)
+    # stored dtype: no fp32 copy of a large base (the hooks read the hidden states in fp32)
+    model = load_model(src.base_dir, dtype="auto")
     try:
         return router_init.hidden_rows(model, tokenizer, pos, neg, recipe.router_scale)
     finally:
