@@ -37,17 +37,15 @@ def arithmetic_corpus(n: int = 3000, seed: int = 0) -> list[str]:
 
 
 def model_config(vocab_size: int) -> LlamaConfig:
-    return LlamaConfig(
+    """The zoo's architecture: lmfuse.testing's tiny Llama, scaled up to about 0.86M parameters."""
+    return testing.tiny_config(
+        "llama",
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=384,
         num_hidden_layers=4,
-        num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=64,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
         tie_word_embeddings=True,
     )
 

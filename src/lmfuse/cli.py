@@ -18,11 +18,11 @@ from lmfuse.errors import LmfuseError
 COMMAND_MODULES = [
     "lmfuse.zoo.command",
     "lmfuse.demo_command",
-    # vote: "lmfuse.vote.command",
-    # ensemble: "lmfuse.ensemble.command",
-    # graft: "lmfuse.graft.command",
+    "lmfuse.vote.command",
+    "lmfuse.ensemble.command",
+    "lmfuse.graft.command",
     "lmfuse.moe.command",
-    # exchange: "lmfuse.exchange.command",
+    "lmfuse.exchange.command",
 ]
 
 

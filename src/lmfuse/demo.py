@@ -16,11 +16,11 @@ from lmfuse import zoo
 
 # Methods that add rows, in display order. Keep one entry per line.
 DEMO_MODULES = [
-    # vote: "lmfuse.vote.demo",
-    # ensemble: "lmfuse.ensemble.demo",
-    # graft: "lmfuse.graft.demo",
+    "lmfuse.vote.demo",
+    "lmfuse.ensemble.demo",
+    "lmfuse.graft.demo",
     "lmfuse.moe.demo",
-    # exchange: "lmfuse.exchange.demo",
+    "lmfuse.exchange.demo",
 ]
 
 

@@ -7,14 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lmfuse.core.checkpoint import (
-    SAFE_INDEX,
-    CheckpointReader,
-    ShardedWriter,
-    atomic_output_dir,
-    atomic_write_text,
-    check_output_dir,
-)
+from lmfuse.core.atomic import atomic_open, atomic_output_dir, atomic_write_text, check_output_dir
+from lmfuse.core.checkpoint import SAFE_INDEX, CheckpointReader, ShardedWriter
 from lmfuse.errors import CheckpointError
 
 
@@ -116,7 +110,8 @@ def test_killed_process_leaves_no_complete_looking_output(tmp_path):
     out = tmp_path / "out"
     code = f"""
 import os, signal, torch
-from lmfuse.core.checkpoint import atomic_output_dir, ShardedWriter
+from lmfuse.core.atomic import atomic_output_dir
+from lmfuse.core.checkpoint import ShardedWriter
 with atomic_output_dir({str(out)!r}) as tmp:
     w = ShardedWriter(tmp, max_shard_bytes=100)
     for i in range(3):
@@ -133,3 +128,18 @@ def test_atomic_write_text(tmp_path):
     atomic_write_text(target, "a: 1\n")
     assert target.read_text() == "a: 1\n"
     assert [p.name for p in target.parent.iterdir()] == ["recipe.yaml"]
+
+
+def test_atomic_open_streams_and_appears_only_when_complete(tmp_path):
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError), atomic_open(target) as fh:
+        fh.write("partial\n")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_open(target) as fh:
+        fh.write("done\n")
+    assert target.read_text() == "done\n"
+    with pytest.raises(CheckpointError, match="already exists; pass --overwrite"):
+        atomic_open(target).__enter__()
+    with pytest.raises(CheckpointError, match="is a directory"):
+        atomic_open(tmp_path).__enter__()

@@ -1,5 +1,5 @@
-"""Checkpoint IO: a lazy reader over (sharded) safetensors or .bin files, a streaming sharded writer,
-and atomic output directories.
+"""Checkpoint IO: a lazy reader over (sharded) safetensors or .bin files and a streaming sharded writer
+(atomic output directories are in ``lmfuse.core.atomic``).
 
 Memory stays bounded: the reader maps files and materialises one tensor at a time; the writer holds at
 most one shard (``max_shard_bytes``) before flushing it. Outputs are built in a hidden temporary
@@ -9,12 +9,8 @@ leaves a half-written model that looks complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -198,54 +194,3 @@ class ShardedWriter:
             }
             (self.directory / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True))
         return [self.directory / f for f in names]
-
-
-def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """Refuse a non-empty output directory unless ``overwrite``; call before any expensive work."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CheckpointError(
-            f"output directory {out} exists and is not empty; pass overwrite=True (--overwrite)"
-        )
-    return out
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside ``out``; rename it to ``out`` only if the block succeeds.
-
-    On any exception (KeyboardInterrupt included) the temporary directory is removed and ``out`` is left
-    as it was. With ``overwrite``, an existing ``out`` is replaced only after the new one is complete.
-    """
-    out = check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, trash / "old")
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file via a temporary file in the same directory and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

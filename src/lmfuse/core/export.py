@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from lmfuse.core.checkpoint import SAFE_INDEX, CheckpointReader, atomic_output_dir
+from lmfuse.core.atomic import atomic_output_dir
+from lmfuse.core.checkpoint import SAFE_INDEX, CheckpointReader
 from lmfuse.errors import CheckpointError
 
 DTYPE_TAGS = {
@@ -161,7 +162,8 @@ def shard_plan(tensors: Sequence[ExportTensor], max_shard_bytes: int) -> list[li
     return shards
 
 
-def _header_bytes(shard: Sequence[ExportTensor]) -> bytes:
+def safetensors_header(shard: Sequence[ExportTensor]) -> bytes:
+    """The header of a safetensors file holding ``shard`` in order (length prefix + JSON, 8-aligned)."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in shard:
@@ -243,7 +245,7 @@ def write_safetensors(
         for shard, fname in zip(shards, names, strict=True):
             fd = os.open(directory / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _write_all(fd, _header_bytes(shard))
+                _write_all(fd, safetensors_header(shard))
                 for t in shard:
                     if t.raw is not None and t.raw.nbytes == t.nbytes:
                         _copy_range(t.raw, fd)
@@ -289,6 +291,12 @@ def provenance(inputs: dict[str, str], method: str, **extra: Any) -> dict[str, A
     }
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def export_checkpoint(
     out: str | Path,
     tensors: Sequence[ExportTensor],
@@ -311,6 +319,7 @@ def export_checkpoint(
     if problems:
         raise CheckpointError("invalid tensor plan: " + "; ".join(problems))
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary directory
         if side_files_from is not None:
             copy_side_files(side_files_from, tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,138 @@
+"""``openai``: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs, ``lmfuse serve``).
+
+Async with at most ``max_concurrency`` calls in flight; each attempt has a ``timeout``; 429, 408, 5xx,
+timeouts and connection errors are retried up to ``max_retries`` times with exponential backoff and jitter
+(a server's ``Retry-After`` is honoured, capped at ``backoff_max``). Other HTTP errors (400, 401, 404)
+fail at once. The API key is read from the environment variable ``api_key_env`` and is never put in
+a message, a repr or a transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from lmfuse.backends.base import Reply, Request
+from lmfuse.errors import ConfigError
+
+RETRY_STATUS = {408, 409, 429}
+
+
+class OpenAIBackend:
+    """Calls ``base_url`` (``.../v1``) with the official ``openai`` client; retries are lmfuse's own."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key_env: str | None = None,
+        name: str = "openai",
+        max_concurrency: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        backoff_max: float = 8.0,
+    ) -> None:
+        if api_key_env is not None and not os.environ.get(api_key_env):
+            raise ConfigError(
+                f"backend {name!r}: environment variable {api_key_env} is not set; export it with your "
+                f"API key, or drop api_key_env for a server without authentication"
+            )
+        self.name, self.base_url, self.model = name, base_url, model
+        self.api_key_env = api_key_env
+        self.max_concurrency, self.timeout = max_concurrency, timeout
+        self.max_retries, self.backoff, self.backoff_max = max_retries, backoff, backoff_max
+        self._loop_state: dict[int, tuple[Any, asyncio.Semaphore]] = {}
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+
+    def _state(self) -> tuple[Any, asyncio.Semaphore]:
+        """One client and semaphore per event loop (httpx clients are bound to the loop that made them)."""
+        from openai import AsyncOpenAI
+
+        key = id(asyncio.get_running_loop())
+        if key not in self._loop_state:
+            api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else "EMPTY"
+            client = AsyncOpenAI(api_key=api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
+            self._loop_state[key] = (client, asyncio.Semaphore(self.max_concurrency))
+        return self._loop_state[key]
+
+    async def generate(self, requests: Sequence[Request]) -> list[Reply]:
+        return list(await asyncio.gather(*(self._call(r) for r in requests)))
+
+    async def _call(self, req: Request) -> Reply:
+        client, sem = self._state()
+        model = req.model or self.model
+        if model is None:
+            return Reply(error=f"backend {self.name!r}: no model name; set model: on the backend or agent")
+        start, error = time.perf_counter(), ""
+        for attempt in range(1, self.max_retries + 2):
+            async with sem:
+                try:
+                    reply = await self._once(client, req, model)
+                    reply.attempts, reply.seconds = attempt, time.perf_counter() - start
+                    return reply
+                except Exception as exc:
+                    retry, error, wait = _classify(exc)
+            if not retry or attempt > self.max_retries:
+                break
+            delay = min(self.backoff_max, wait if wait is not None else self.backoff * 2 ** (attempt - 1))
+            await asyncio.sleep(delay * (1 + random.random() * 0.25))
+        return Reply(error=error, attempts=attempt, seconds=time.perf_counter() - start)
+
+    async def _once(self, client: Any, req: Request, model: str) -> Reply:
+        common = {"model": model, "max_tokens": req.max_tokens, "temperature": req.temperature}
+        if req.stop:
+            common["stop"] = req.stop
+        if req.messages is not None:
+            resp = await client.chat.completions.create(messages=req.messages, **common)
+            text = resp.choices[0].message.content or ""
+        else:
+            resp = await client.completions.create(prompt=req.prompt, **common)
+            text = resp.choices[0].text or ""
+        usage = resp.usage
+        return Reply(
+            text,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        )
+
+    async def aclose(self) -> None:
+        for client, _ in self._loop_state.values():
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                await client.close()
+        self._loop_state.clear()
+
+
+def _classify(exc: Exception) -> tuple[bool, str, float | None]:
+    """``(retry?, message, server-requested wait)`` for an exception raised by one attempt."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return True, "timed out", None
+    if isinstance(exc, openai.APIConnectionError):
+        return True, f"connection failed ({type(exc.__cause__ or exc).__name__})", None
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        wait = _retry_after(exc.response.headers.get("retry-after"))
+        body = exc.body if isinstance(exc.body, dict) else {}
+        msg = f"HTTP {status}: {_short(str(body.get('message') or exc.message))}"
+        return status in RETRY_STATUS or status >= 500, msg, wait
+    return False, f"{type(exc).__name__}: {_short(str(exc))}", None
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,10 @@
+"""Token-level probability ensemble: several causal LMs decode as one (``lmfuse ensemble``).
+
+``Ensemble(members, weights, combine)`` with ``generate``, ``generate_ids`` and ``score``; members may
+share a tokenizer (token ids committed) or not (aligned by the bytes their tokens decode to).
+"""
+
+from lmfuse.ensemble.combine import COMBINE
+from lmfuse.ensemble.ensemble import Ensemble, GenerationStats, ScoreResult
+
+__all__ = ["COMBINE", "Ensemble", "GenerationStats", "ScoreResult"]

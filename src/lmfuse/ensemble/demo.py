@@ -1,0 +1,60 @@
+"""Demo rows: zoo members ensembled token by token (shared tokenizer, and across tokenizers)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from lmfuse import zoo
+from lmfuse.demo import DemoContext, DemoRow
+
+MAX_NEW_TOKENS = 6
+"""Zoo answers are at most 5 characters, then EOS (what ``zoo.hf_generate_fn`` uses too)."""
+
+
+def _row(ctx: DemoContext, name: str, members: list[str], note: str, **kwargs) -> DemoRow:
+    from lmfuse.ensemble import Ensemble
+
+    start = time.perf_counter()
+    ens = Ensemble([ctx.member(m) for m in members], **kwargs)
+    result = zoo.evaluate(
+        lambda prompts: ens.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, batch_size=64), ctx.questions
+    )
+    best = max(members, key=lambda m: ctx.results[m].accuracy if m in ctx.results else -1.0)
+    if best in ctx.results:
+        note += f"; best member {best} {ctx.results[best].accuracy:.2f}"
+    if kwargs.get("gate"):
+        note += f"; {ens.stats.ensembled_fraction:.0%} of steps ensembled"
+    return DemoRow(name, result.row(), time.perf_counter() - start, note=note)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Tiny models decode fastest on one thread; on shared cores more threads mostly contend (measured:
+    these rows take ~3 s on one thread, ~60 s on two under load). The setting is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def demo_rows(ctx: DemoContext) -> list[DemoRow]:
+    """Specialists + base with one tokenizer (ids), then base + generalist across tokenizers (bytes)."""
+    with _one_thread():
+        return _rows(ctx)
+
+
+def _rows(ctx: DemoContext) -> list[DemoRow]:
+    have = set(zoo.names())
+    rows = []
+    shared = [m for m in ("base", *zoo.SPECIALISTS) if m in have]
+    if len(shared) > 1:
+        rows.append(_row(ctx, "ensemble " + "+".join(shared), shared, "prob mean, shared tokenizer"))
+        rows.append(_row(ctx, "ensemble gated", shared, "only where base's top prob < 0.9", gate=0.9))
+    if {"base", "generalist"} <= have:
+        rows.append(_row(ctx, "ensemble base+generalist", ["base", "generalist"], "byte-aligned tokenizers"))
+    return rows

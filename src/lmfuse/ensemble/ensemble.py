@@ -1,0 +1,320 @@
+"""``Ensemble``: several causal LMs that decode as one.
+
+Members that share a tokenizer are decoded in batches by ``decode.decode_shared`` (one token id committed
+to all); members with different tokenizers are aligned by the bytes their tokens decode to and decoded
+by ``cross.decode_cross`` (text committed, each member advanced by its own tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from lmfuse.core.tokenizers import compare_tokenizers
+from lmfuse.ensemble.combine import COMBINE, normalise_weights
+from lmfuse.ensemble.cross import Aligner, AlignmentReport, decode_cross
+from lmfuse.ensemble.decode import SamplingOptions, cut_at_stop, decode_shared
+from lmfuse.ensemble.member import Member, load_member
+from lmfuse.errors import ConfigError, IncompatibleModelsError
+
+ALIGN_MODES = ("auto", "ids", "bytes")
+
+
+@dataclass
+class ScoreResult:
+    """The ensemble's log-likelihood of one continuation."""
+
+    logprob: float
+    """Sum of natural-log probabilities of the continuation's tokens."""
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.logprob / max(self.tokens, 1))
+
+
+@dataclass
+class GenerationStats:
+    """What the last ``generate`` call did."""
+
+    steps: int = 0
+    row_steps: int = 0
+    ensembled: int = 0
+
+    @property
+    def ensembled_fraction(self) -> float:
+        """Share of row-steps decided by the whole ensemble (1.0 without a gate)."""
+        return self.ensembled / self.row_steps if self.row_steps else 0.0
+
+
+class Ensemble:
+    """Several causal LMs decoding as one (see the module docstring).
+
+    Args:
+        members: model paths, ``zoo:NAME``, hub ids, or loaded ``(model, tokenizer)`` pairs. Member 0
+            is the lead: its tokenizer, EOS ids and (with ``gate``) confidence decide.
+        weights: one non-negative weight per member (normalised); equal by default.
+        combine: ``prob`` | ``logprob`` | ``logit`` | ``max`` (see ``combine.py``).
+        align: ``auto`` (ids when all tokenizers are identical, else bytes), ``ids`` or ``bytes``.
+        union_top_k: with byte alignment, candidates are the union of each member's top-k tokens
+            (0: the union of the whole vocabularies, exact but slower).
+        gate: selective ensembling: a step is ensembled only where the lead's top probability < gate.
+        device: where logits are combined (default: the lead member's device).
+        devices: one device per member when loading from paths (default CPU).
+        dtype: of members loaded from paths (default float32; "auto" keeps the saved dtype).
+    """
+
+    def __init__(
+        self,
+        members: Sequence,
+        weights: Sequence[float] | None = None,
+        combine: str = "prob",
+        align: str = "auto",
+        union_top_k: int = 10,
+        gate: float | None = None,
+        device: str | torch.device | None = None,
+        devices: Sequence[str | None] | None = None,
+        dtype: str | torch.dtype | None = "float32",
+    ) -> None:
+        problems = []
+        if not members:
+            problems.append("members: expected at least one model, found none")
+        if combine not in COMBINE:
+            problems.append(f"combine: expected one of {', '.join(COMBINE)}, found {combine!r}")
+        if align not in ALIGN_MODES:
+            problems.append(f"align: expected one of {', '.join(ALIGN_MODES)}, found {align!r}")
+        if gate is not None and not 0.0 < gate <= 1.0:
+            problems.append(f"gate: expected a probability in (0, 1], found {gate}")
+        if union_top_k < 0:
+            problems.append(
+                f"union_top_k: expected an integer >= 0 (0 = whole vocabularies), found {union_top_k}"
+            )
+        if devices is not None and len(devices) != len(members):
+            problems.append(f"devices: expected one per member ({len(members)}), found {len(devices)}")
+        if problems:
+            raise ConfigError(problems)
+        self.weights = normalise_weights(weights, len(members))
+        devs = list(devices) if devices is not None else ["cpu"] * len(members)
+        self.members: list[Member] = [
+            load_member(s, dtype, d, i) for i, (s, d) in enumerate(zip(members, devs, strict=True))
+        ]
+        self.combine = combine
+        self.gate = gate
+        self.union_top_k = union_top_k
+        self.device = torch.device(device) if device is not None else self.members[0].device
+        same = all(
+            compare_tokenizers(self.members[0].tokenizer, m.tokenizer).compatible for m in self.members
+        )
+        if align == "ids" and not same:
+            lead = self.members[0]
+            other = next(
+                m for m in self.members if not compare_tokenizers(lead.tokenizer, m.tokenizer).compatible
+            )
+            raise IncompatibleModelsError(
+                compare_tokenizers(lead.tokenizer, other.tokenizer, lead.name, other.name).summary()
+                + "\nexpected members that share a tokenizer for align='ids'; use align='bytes' (or 'auto')"
+            )
+        self.shared_vocab = same and align != "bytes"
+        self.aligner = None if self.shared_vocab else Aligner(self.members)
+        self.stats = GenerationStats()
+
+    @property
+    def vocab_sizes(self) -> list[int]:
+        return [m.vocab_size for m in self.members]
+
+    @property
+    def alignment(self) -> AlignmentReport | None:
+        """How much of each member's vocabulary maps onto the others' bytes (byte alignment only)."""
+        return self.aligner.report if self.aligner else None
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        chat: bool = False,
+        batch_size: int = 16,
+        ignore_eos: bool = False,
+        on_prompt: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Completions of ``prompts`` (prompt removed, cut before any stop string). Greedy when
+        ``temperature`` is 0; with a ``seed``, sampling is reproducible (for the same ``batch_size``).
+        ``chat``: wrap each prompt as a user message in each member's chat template. ``ignore_eos``:
+        always decode ``max_new_tokens`` (benchmarks). ``on_prompt(n)``: called as prompts finish."""
+        options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, ignore_eos)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size: expected a positive integer, found {batch_size}")
+        self.stats = GenerationStats()
+        texts: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            opts = replace(options, seed=None if seed is None else seed + start)
+            chunk = prompts[start : start + batch_size]
+            if self.shared_vocab:
+                ids, mask = self._encode([self._template(self.members[0], p, chat) for p in chunk], chat)
+                res = decode_shared(
+                    self.members, self.weights, self.combine, ids, mask, opts, self.gate, self.device
+                )
+                texts.extend(self._texts(res.tokens, options.stop))
+            else:  # each member reads the prompt in its own template and tokens
+                rows = [[self._prompt_ids(m, p, chat) for m in self.members] for p in chunk]
+                done, res = decode_cross(
+                    self.aligner,
+                    self.weights,
+                    self.combine,
+                    rows,
+                    opts,
+                    self.union_top_k,
+                    self.gate,
+                    self.device,
+                )
+                texts.extend(done)
+            self._add_stats(res)
+            if on_prompt:
+                on_prompt(len(chunk))
+        return texts
+
+    def generate_ids(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        ignore_eos: bool = False,
+    ) -> torch.Tensor:
+        """Like ``model.generate``: left-padded ``input_ids`` (batch, prompt) → (batch, prompt + new),
+        rows that stopped early padded with the pad id. Members must share a tokenizer."""
+        if not self.shared_vocab:
+            raise IncompatibleModelsError(
+                "generate_ids needs members that share a tokenizer (token ids mean the same to all); "
+                "these members are aligned by bytes: use generate(prompts) instead"
+            )
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        options = self._options(max_new_tokens, temperature, top_p, top_k, None, seed, ignore_eos)
+        res = decode_shared(
+            self.members, self.weights, self.combine, input_ids, mask, options, self.gate, self.device
+        )
+        self.stats = GenerationStats()
+        self._add_stats(res)
+        return torch.cat([input_ids.to(self.device), res.tokens.to(self.device)], dim=1)
+
+    # ------------------------------------------------------------------ scoring
+
+    @torch.no_grad()
+    def score(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> list[ScoreResult]:
+        """The ensemble's log-likelihood of each text (of each continuation after its prompt when
+        ``prompts`` are given): one forward per member, distributions combined position by position."""
+        if not self.shared_vocab:
+            raise IncompatibleModelsError(
+                "score needs members that share a tokenizer: per-token likelihoods of different "
+                "vocabularies cannot be combined position by position"
+            )
+        if prompts is not None and len(prompts) != len(texts):
+            raise ConfigError(f"prompts: expected one per text ({len(texts)}), found {len(prompts)}")
+        if not texts:
+            return []
+        tok = self.members[0].tokenizer
+        rows, starts = [], []
+        for i, text in enumerate(texts):
+            head = tok(prompts[i])["input_ids"] if prompts is not None else tok("")["input_ids"]
+            body = tok(text, add_special_tokens=False)["input_ids"]
+            if not head and not body:
+                raise ConfigError(f"texts[{i}]: expected some text to score, found an empty string")
+            if not head:  # without a BOS the first token has no context: score from the second
+                head, body = body[:1], body[1:]
+            rows.append(head + body)
+            starts.append(len(head))
+        width = max(map(len, rows))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        from lmfuse.ensemble.member import MemberState
+
+        logits = [
+            MemberState(m, len(rows)).forward(ids, mask, all_logits=True).to(self.device)
+            for m in self.members
+        ]
+        logp = COMBINE[self.combine](logits, self.weights)[:, :-1]  # (batch, width-1, vocab)
+        target = ids[:, 1:].to(self.device)
+        got = logp.gather(-1, target[..., None]).squeeze(-1)  # (batch, width-1)
+        out = []
+        for r, row in enumerate(rows):
+            first = width - len(row) + starts[r] - 1  # position predicting the first scored token
+            out.append(ScoreResult(float(got[r, first:].sum()), width - 1 - first))
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _options(self, max_new_tokens, temperature, top_p, top_k, stop, seed, ignore_eos) -> SamplingOptions:
+        problems = []
+        if max_new_tokens < 1:
+            problems.append(f"max_new_tokens: expected a positive integer, found {max_new_tokens}")
+        if temperature < 0:
+            problems.append(f"temperature: expected >= 0 (0 = greedy), found {temperature}")
+        if not 0.0 < top_p <= 1.0:
+            problems.append(f"top_p: expected a value in (0, 1], found {top_p}")
+        if top_k < 0:
+            problems.append(f"top_k: expected >= 0 (0 = off), found {top_k}")
+        if problems:
+            raise ConfigError(problems)
+        stops = [s for s in (stop or []) if s]
+        return SamplingOptions(max_new_tokens, temperature, top_k, top_p, stops, seed, ignore_eos)
+
+    def _template(self, member: Member, prompt: str, chat: bool) -> str:
+        if not chat:
+            return prompt
+        if not getattr(member.tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"chat: member {member.name} has no chat template; expected a tokenizer with "
+                f"chat_template set, or call without chat=True / --chat"
+            )
+        messages = [{"role": "user", "content": prompt}]
+        return member.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode(self, prompts: list[str], chat: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and mask (batch, longest) in the lead's tokenizer. A chat template writes its
+        own special tokens (BOS...), so none are added to its text."""
+        tok = self.members[0].tokenizer
+        enc = tok(
+            prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not chat
+        )
+        _check_nonempty(enc["attention_mask"].sum(1).tolist(), self.members[0].name)
+        return enc["input_ids"], enc["attention_mask"]
+
+    def _prompt_ids(self, member: Member, prompt: str, chat: bool) -> list[int]:
+        """One prompt in one member's template and tokens (byte alignment)."""
+        ids = member.tokenizer(self._template(member, prompt, chat), add_special_tokens=not chat)["input_ids"]
+        _check_nonempty([len(ids)], member.name)
+        return ids
+
+    def _texts(self, tokens: torch.Tensor, stop: list[str]) -> list[str]:
+        lead = self.members[0]
+        texts = []
+        for row in tokens.tolist():
+            cut = next((j for j, t in enumerate(row) if t in lead.eos_ids), len(row))
+            texts.append(cut_at_stop(lead.tokenizer.decode(row[:cut], skip_special_tokens=True), stop))
+        return texts
+
+    def _add_stats(self, res) -> None:
+        self.stats.steps += res.steps
+        self.stats.row_steps += res.row_steps
+        self.stats.ensembled += res.ensembled
+
+
+def _check_nonempty(lengths: list[int], name: str) -> None:
+    empty = [i for i, n in enumerate(lengths) if n == 0]
+    if empty:
+        raise ConfigError(
+            f"prompts: member {name} sees no token in prompt(s) {empty} (empty text and no BOS); "
+            f"expected at least one token to condition on: pass a non-empty prompt"
+        )

@@ -1,0 +1,161 @@
+"""``lmfuse graft dus|splice|run`` and ``lmfuse train``: parse, call the graft API, print."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from lmfuse.errors import ConfigError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3}
+_UNITS |= {"T": 1024**4, "TB": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``"2GB"``, ``"500MB"``, ``"1048576"`` → bytes (binary units)."""
+    m = _SIZE.match(text)
+    if not m or float(m[1]) <= 0:
+        raise ConfigError(f"--max-shard-size: expected a size like 2GB, 500MB or 1048576, found {text!r}")
+    return int(float(m[1]) * _UNITS[m[2].upper()])
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", help="output dtype: bfloat16, float16, float32 (default: keep the sources')")
+    p.add_argument("--dry-run", action="store_true", help="check and print the plan; write nothing")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="with --dry-run (or not): save a picture of the layer map"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (only once complete)")
+    p.add_argument("--max-shard-size", default="2GB", help="largest weight file (default 2GB)")
+    p.add_argument(
+        "--untie-embeddings", action="store_true", help="write an untied lm_head (from the head model)"
+    )
+    p.add_argument(
+        "--no-check-tokenizer", action="store_true", help="accept models whose tokenizer files differ"
+    )
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "graft",
+        help="new checkpoints from layer slices (depth up-scaling, splicing)",
+        description="Stack layer slices of one or more models into a new checkpoint, validated before "
+        "anything is written, streamed with bounded memory, written atomically.",
+    )
+    sub = p.add_subparsers(dest="graft_command", metavar="PRESET", required=True)
+    dus = sub.add_parser("dus", help="SOLAR depth up-scaling: [0, n-drop) + [drop, n) of one model")
+    dus.add_argument("model", help="model directory, zoo:NAME or a hub id in the local cache")
+    dus.add_argument("out", nargs="?", help="output directory (optional with --dry-run)")
+    dus.add_argument("--drop", type=int, required=True, help="layers dropped from each copy (SOLAR: 8)")
+    splice = sub.add_parser("splice", help="the first layers of model A, then the last layers of model B")
+    splice.add_argument("a", help="model whose first layers (and embeddings) are used")
+    splice.add_argument("b", help="model whose last layers (and final norm + lm_head) are used")
+    splice.add_argument("out", nargs="?", help="output directory (optional with --dry-run)")
+    splice.add_argument("--first", type=int, required=True, help="layers [0, FIRST) of A")
+    splice.add_argument("--last", type=int, required=True, help="the last LAST layers of B")
+    run = sub.add_parser("run", help="a YAML recipe (slices, embeddings, head, dtype)")
+    run.add_argument("recipe", help="YAML recipe (see examples/graft/)")
+    run.add_argument("out", nargs="?", help="output directory (optional with --dry-run)")
+    for q in (dus, splice, run):
+        _common(q)
+        q.set_defaults(func=graft_handler)
+    add_train_parser(subparsers)
+
+
+def _num_layers(model: str) -> int:
+    import json
+
+    from lmfuse.errors import LmfuseError
+    from lmfuse.graft.sources import resolve_directory
+
+    try:
+        config = json.loads((resolve_directory(model) / "config.json").read_text())
+        return int(config["num_hidden_layers"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise LmfuseError(
+            f"model {model!r}: cannot read num_hidden_layers from config.json ({exc})"
+        ) from None
+
+
+def build_recipe(args: argparse.Namespace):
+    """The recipe a preset or a YAML file describes, with the command-line options applied."""
+    from lmfuse.graft.recipe import dus_recipe, load_recipe, splice_recipe
+
+    if args.graft_command == "dus":
+        recipe = dus_recipe(args.model, _num_layers(args.model), args.drop)
+    elif args.graft_command == "splice":
+        recipe = splice_recipe(args.a, args.b, _num_layers(args.b), args.first, args.last)
+    else:
+        recipe = load_recipe(args.recipe)
+    if args.dtype:
+        recipe.dtype = args.dtype
+    if args.untie_embeddings:
+        recipe.tie_word_embeddings = False
+    if args.no_check_tokenizer:
+        recipe.check_tokenizer = False
+    return recipe
+
+
+def graft_handler(args: argparse.Namespace) -> int:
+    from lmfuse.graft.dryrun import human_bytes, plan_table, plot_plan
+    from lmfuse.graft.plan import plan_graft
+    from lmfuse.graft.write import graft
+
+    shard = parse_size(args.max_shard_size)
+    if args.out is None and not args.dry_run:
+        raise ConfigError("OUT: an output directory is required (or pass --dry-run)")
+    recipe = build_recipe(args)
+    if args.dry_run:
+        plan = plan_graft(recipe, out=args.out, overwrite=args.overwrite)
+        print(plan_table(plan))
+    else:
+        plan = graft(recipe, args.out, overwrite=args.overwrite, max_shard_bytes=shard, progress=True).plan
+        print(
+            f"wrote {args.out}: {len(plan.layer_map)} layers, {plan.num_parameters:,} parameters, "
+            f"{human_bytes(plan.output_bytes)}"
+        )
+    if args.plot:
+        print(f"plot: {plot_plan(plan, args.plot)}")
+    return 0
+
+
+def add_train_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="continued pre-training of a causal LM on text or JSONL files (transformers Trainer)",
+        description="Causal-LM training over transformers' Trainer (accelerate, FSDP and DeepSpeed work "
+        "as with Trainer). Text files: one example per line; JSONL: one object per line with a text field.",
+    )
+    p.add_argument("model", help="model directory, zoo:NAME or cached hub id")
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE", help=".txt or .jsonl files")
+    p.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    p.add_argument("--out", required=True, help="output directory for the trained model")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--batch-size", type=int, default=8, help="examples per device per step (default 8)")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per example (default 512)")
+    p.add_argument("--packing", action="store_true", help="concatenate examples into full --seq-len blocks")
+    p.add_argument("--text-field", default="text", help="JSONL field holding the text (default text)")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--dtype", default="float32", help="weights dtype when loading MODEL (default float32)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPUs that support it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (default 10)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once complete)")
+    p.set_defaults(func=train_handler)
+
+
+def train_handler(args: argparse.Namespace) -> int:
+    from lmfuse.graft.train import TrainConfig, train
+
+    config = TrainConfig(
+        steps=args.steps, lr=args.lr, batch_size=args.batch_size, seq_len=args.seq_len, packing=args.packing,
+        text_field=args.text_field, warmup_steps=args.warmup_steps, seed=args.seed, log_every=args.log_every,
+        dtype=args.dtype, bf16=args.bf16,
+    )  # fmt: skip
+    result = train(args.model, args.data, args.out, config, overwrite=args.overwrite, progress=True)
+    print(
+        f"wrote {result.out}: {result.steps} steps on {result.examples} examples, loss "
+        f"{result.first_loss:.4f} -> {result.last_loss:.4f}; log: {result.log_file}"
+    )
+    return 0

@@ -1,0 +1,201 @@
+"""Continued pre-training: a thin wrapper over transformers' ``Trainer`` for causal-LM text.
+
+It only reads the data (``.txt``: one example per line; ``.jsonl``: one object per line with a text
+field), tokenizes it (each example ends with EOS; ``packing`` concatenates into full blocks), and hands
+everything else to ``Trainer``, so accelerate, FSDP and DeepSpeed launchers work unchanged. The loss is
+logged to ``train_log.jsonl`` while training runs; the model is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmfuse.core.atomic import atomic_output_dir, check_output_dir
+from lmfuse.core.config import dump_yaml
+from lmfuse.core.export import PROVENANCE_FILE, provenance
+from lmfuse.errors import ConfigError, InputDataError
+
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (the rest of ``TrainingArguments`` keeps transformers' defaults)."""
+
+    steps: int
+    lr: float = 1e-4
+    batch_size: int = 8
+    seq_len: int = 512
+    packing: bool = False
+    text_field: str = "text"
+    warmup_steps: int = 0
+    seed: int = 0
+    log_every: int = 10
+    gradient_accumulation_steps: int = 1
+    dtype: str = "float32"
+    """Weights dtype when the model is loaded from a path (master weights: keep float32)."""
+    bf16: bool = False
+    """bfloat16 mixed precision (Trainer's ``bf16``), for accelerators that support it."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name in ("steps", "batch_size", "seq_len", "log_every", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: expected a positive integer, found {getattr(self, name)}")
+        if self.lr <= 0:
+            problems.append(f"lr: expected a positive number, found {self.lr}")
+        if self.warmup_steps < 0:
+            problems.append(f"warmup_steps: expected >= 0, found {self.warmup_steps}")
+        return problems
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    examples: int
+    losses: list[tuple[int, float]]
+    """``(step, loss)`` as logged."""
+    log_file: Path
+
+    @property
+    def first_loss(self) -> float:
+        return self.losses[0][1] if self.losses else float("nan")
+
+    @property
+    def last_loss(self) -> float:
+        return self.losses[-1][1] if self.losses else float("nan")
+
+
+def read_texts(files: list[str | Path], text_field: str = "text") -> list[str]:
+    """Examples from ``.txt`` (one per non-empty line) and ``.jsonl`` files; bad records name file:line."""
+    texts: list[str] = []
+    for f in map(Path, files):
+        if not f.is_file():
+            raise InputDataError(f"data file not found: {f}")
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            if f.suffix != ".jsonl":
+                texts.append(line)
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise InputDataError(f"{f}:{i}: not valid JSON ({exc})") from None
+            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                raise InputDataError(f"{f}:{i}: expected an object with a string field {text_field!r}")
+            texts.append(record[text_field])
+    if not texts:
+        raise InputDataError(f"no examples in {', '.join(map(str, files))}")
+    return texts
+
+
+def tokenize(texts: list[str], tokenizer, seq_len: int, packing: bool) -> list[list[int]]:
+    """Token ids per example, each ending with EOS; with ``packing``, full ``seq_len`` blocks."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = [tokenizer(t)["input_ids"] + eos for t in texts]
+    if not packing:
+        return [x[:seq_len] for x in ids]
+    flat = [t for x in ids for t in x]
+    blocks = [flat[i : i + seq_len] for i in range(0, len(flat) - seq_len + 1, seq_len)]
+    if not blocks:
+        raise InputDataError(f"packing needs at least {seq_len} tokens, the data has {len(flat)}")
+    return blocks
+
+
+class PadCollator:
+    """Right-pad a batch; labels are the inputs with padding masked (-100). Shapes ``(batch, seq)``."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(len(x) for x in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, x in enumerate(batch):
+            ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
+def _loss_logger(path: Path, losses: list[tuple[int, float]]):
+    from transformers import TrainerCallback
+
+    class LossLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append((state.global_step, float(logs["loss"])))
+                row = {
+                    "step": state.global_step,
+                    **{k: v for k, v in logs.items() if isinstance(v, int | float)},
+                }
+                with path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+
+    return LossLog()
+
+
+def train(
+    model: Any,
+    data: list[str | Path],
+    out: str | Path,
+    config: TrainConfig,
+    tokenizer: Any = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``model`` (a path / ``zoo:NAME``, or a loaded model with ``tokenizer``) and save it to ``out``."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from lmfuse.core.loading import load_model, load_tokenizer
+
+    problems = config.validate()
+    if isinstance(model, str | Path) and tokenizer is None:
+        tokenizer = load_tokenizer(model)
+    if tokenizer is None:
+        problems.append("tokenizer: required when a loaded model is passed")
+    if problems:
+        raise ConfigError(problems, source="train")
+    check_output_dir(out, overwrite)
+    examples = tokenize(read_texts(data, config.text_field), tokenizer, config.seq_len, config.packing)
+    source = (
+        str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "in-memory model")
+    )
+    if isinstance(model, str | Path):
+        model = load_model(model, dtype=config.dtype, device="cpu")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    losses: list[tuple[int, float]] = []
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        log = tmp / LOG_FILE
+        args = TrainingArguments(
+            output_dir=str(tmp / "trainer"), max_steps=config.steps, per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.lr,
+            warmup_steps=config.warmup_steps, logging_steps=config.log_every, logging_first_step=True,
+            save_strategy="no", report_to="none", seed=config.seed, disable_tqdm=not progress,
+            remove_unused_columns=False, dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(), bf16=config.bf16,
+        )  # fmt: skip
+        model.train()
+        trainer = Trainer(
+            model=model, args=args, train_dataset=examples, data_collator=PadCollator(pad),
+            callbacks=[_loss_logger(log, losses)],
+        )  # fmt: skip
+        if not progress:  # without a bar Trainer prints every log dict; the JSONL log has them
+            trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        model.eval()
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "lmfuse_train.yaml").write_text(dump_yaml(config))
+        record = provenance({"model": source, "data": [str(d) for d in data]}, method="train")
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    return TrainResult(Path(out), config.steps, len(examples), losses, Path(out) / LOG_FILE)

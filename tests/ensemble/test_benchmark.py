@@ -1,0 +1,25 @@
+"""The benchmark's smoke mode runs end to end and reports every section."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "ensemble" / "run.py"
+
+
+@pytest.mark.slow
+def test_benchmark_smoke(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("ensemble_bench", RUN)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "r.json"
+    assert bench.main(["--smoke", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [t["batch"] for t in r["throughput"]] == [1, 8]
+    assert all(t["ratio_lmfuse"] > 0 and t["ratio_hf"] > 0 for t in r["throughput"])
+    assert r["vs_naive"]["token_agreement"] == 1.0  # cached and naive decode the same tokens
+    assert r["quality"] and "ratio to ideal" in capsys.readouterr().out

@@ -1,0 +1,73 @@
+"""EoT over the zoo members (demo rows) and the benchmark's smoke mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from lmfuse import zoo
+from lmfuse.demo import DemoContext
+from lmfuse.exchange.consensus import majority
+from lmfuse.exchange.demo import demo_rows
+from lmfuse.exchange.zoo_agents import solve_all, zoo_eot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    ctx = DemoContext(questions=zoo.eval_set(4))
+    for name in zoo.names():
+        ctx.results[name] = zoo.evaluate(zoo.hf_generate_fn(*ctx.member(name)), ctx.questions)
+    return ctx
+
+
+def test_round_zero_equals_each_members_own_answers(ctx):
+    members = zoo.names()
+    qs = ctx.questions
+    results = solve_all(zoo_eot(members, ctx.member), [q.prompt for q in qs], [q.id for q in qs])
+    for i, r in enumerate(results):
+        own = [ctx.results[m].predictions[i] for m in members]
+        assert r.answers[0] == own  # the hf backend (batched) answers as zoo.evaluate does
+        if r.stop == "early_exit":
+            assert r.calls == len(members) and r.answer == own[0]
+        else:
+            assert r.calls > len(members) and r.rounds >= 2
+            # Round 1 (memory): own round-0 answer, then the peers' in agent order, as solved lines.
+            for k, t in enumerate(x for x in r.turns if x.round == 1):
+                order = [own[k]] + [a for j, a in enumerate(own) if j != k]
+                lines = [f"{qs[i].prompt} {a}" for a in order if a is not None]
+                assert t.prompt == "\n".join([*lines, qs[i].prompt])
+
+
+def test_demo_rows(ctx):
+    rows = demo_rows(ctx)
+    assert [r.name for r in rows] == ["exchange: EoT (zoo members)", "exchange: majority vote"]
+    assert all(0.0 <= v <= 1.0 for r in rows for v in r.accuracy.values())
+    assert set(rows[0].accuracy) == {"all", "add", "sub", "mul"} and "calls/question" in rows[0].note
+    members = zoo.names()
+    voted = [majority([ctx.results[m].predictions[i] for m in members]) for i in range(len(ctx.questions))]
+    expected = sum(v == q.answer for v, q in zip(voted, ctx.questions, strict=True)) / len(ctx.questions)
+    assert rows[1].accuracy["all"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_benchmark_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    spec = importlib.util.spec_from_file_location(
+        "exchange_bench", ROOT / "benchmarks" / "exchange" / "run.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--smoke", "--json", str(out)])
+    assert "calls saved by the early exit" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    (w,) = report["waiting"]
+    conc, seq = w["concurrent"]["per_round_over_latency"], w["sequential"]["per_round_over_latency"]
+    assert 1.0 <= conc < seq / 2  # at least one latency per round; far less than 5 one after another
+    assert seq >= 5.0
+    e = report["early_exit"]
+    assert e["on"]["calls"] <= e["off"]["calls"] and 0.0 <= e["calls_saved"] < 1.0
