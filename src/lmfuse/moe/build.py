@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from lmfuse.core.checkpoint import CheckpointReader, check_output_dir
+from lmfuse.core.atomic import check_output_dir
+from lmfuse.core.checkpoint import CheckpointReader
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import ExportTensor, export_checkpoint, from_source, provenance
 from lmfuse.core.loading import resolve_dtype, resolve_model_path

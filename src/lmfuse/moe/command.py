@@ -55,7 +55,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _train_router(args: argparse.Namespace) -> int:
-    from lmfuse.core.checkpoint import atomic_output_dir, check_output_dir
+    from lmfuse.core.atomic import atomic_output_dir, check_output_dir
     from lmfuse.core.loading import load_model_and_tokenizer
     from lmfuse.errors import ConfigError
     from lmfuse.moe.data import read_examples
