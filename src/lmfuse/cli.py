@@ -21,7 +21,7 @@ COMMAND_MODULES = [
     "lmfuse.vote.command",
     "lmfuse.ensemble.command",
     "lmfuse.graft.command",
-    # moe: "lmfuse.moe.command",
+    "lmfuse.moe.command",
     "lmfuse.exchange.command",
 ]
 

@@ -19,7 +19,7 @@ DEMO_MODULES = [
     "lmfuse.vote.demo",
     "lmfuse.ensemble.demo",
     "lmfuse.graft.demo",
-    # moe: "lmfuse.moe.demo",
+    "lmfuse.moe.demo",
     "lmfuse.exchange.demo",
 ]
 

@@ -1,0 +1,128 @@
+"""``lmfuse moe build | train-router | inspect``: parse, call the API, print."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    moe = subparsers.add_parser("moe", help="mixture-of-experts: build MoE checkpoints from dense models, "
+                                "train their routers, inspect routing")  # fmt: skip
+    sub = moe.add_subparsers(dest="moe_command", metavar="SUBCOMMAND", required=True)
+
+    b = sub.add_parser(
+        "build", help="build a native transformers MoE from a base and dense experts (YAML recipe)"
+    )
+    b.add_argument("recipe", help="recipe YAML (base, experts with prompts, architecture, router_init, ...)")
+    b.add_argument("out", help="output model directory (written atomically)")
+    b.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    b.set_defaults(func=_build)
+
+    t = sub.add_parser("train-router", help="train only the routers of an MoE model (everything else frozen)")
+    t.add_argument("model", help="MoE model directory (or zoo:NAME)")
+    t.add_argument(
+        "--data",
+        required=True,
+        help="training data: .jsonl with 'text' (or 'prompt' + 'completion': learn the completion only), or text lines",
+    )
+    t.add_argument("--out", required=True, help="where to save the model with trained routers")
+    t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=_train_router)
+
+    i = sub.add_parser("inspect", help="per layer, each expert's share of tokens and the winner per category")
+    i.add_argument("model", help="MoE model directory (or zoo:NAME)")
+    i.add_argument("--data", required=True, help=".jsonl with 'text' and optional 'category', or text lines")
+    i.add_argument("--plot", help="save a layers × experts heat map (PNG) here")
+    i.set_defaults(func=_inspect)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from lmfuse.core.config import load_config
+    from lmfuse.moe.build import build_moe
+    from lmfuse.moe.recipe import BuildRecipe
+
+    recipe = load_config(BuildRecipe, args.recipe)
+    result = build_moe(recipe, args.out, overwrite=args.overwrite, progress=True)
+    print(f"built {result.architecture} with {result.num_experts} experts (top-{result.num_experts_per_tok}) "
+          f"at {result.out} in {result.seconds:.1f} s")  # fmt: skip
+    print(f"total parameters:  {result.total_params:,}")
+    print(f"active parameters: {result.active_params:,} per token")
+    return 0
+
+
+def _train_router(args: argparse.Namespace) -> int:
+    from lmfuse.core.atomic import atomic_output_dir, check_output_dir
+    from lmfuse.core.loading import load_model_and_tokenizer
+    from lmfuse.errors import ConfigError
+    from lmfuse.moe.data import read_examples
+    from lmfuse.moe.train_router import TrainRouterConfig, train_router
+
+    if args.steps < 1 or args.batch_size < 1 or args.lr <= 0:
+        raise ConfigError("--steps and --batch-size must be positive integers and --lr a positive number")
+    check_output_dir(args.out, args.overwrite)
+    examples = read_examples(args.data)
+    stored = _stored_dtype(args.model)
+    model, tok = load_model_and_tokenizer(args.model, dtype="float32")
+    _require_moe(model, args.model)
+    cfg = TrainRouterConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    result = train_router(model, tok, examples, cfg, progress=True)
+    if stored is not None:
+        model.to(stored)  # trained in fp32, saved as the input was stored
+    with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    print(f"trained {result.trained_params:,} router parameters ({result.frozen_params:,} frozen) "
+          f"for {len(result.losses)} steps: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
+    print(f"saved to {args.out}")
+    return 0
+
+
+def _stored_dtype(name: str):
+    """The dtype a model directory's config says its weights are stored in, or ``None``."""
+    import torch
+    from transformers import AutoConfig
+
+    from lmfuse.core.loading import resolve_model_path
+
+    dtype = getattr(AutoConfig.from_pretrained(resolve_model_path(name)), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
+def _require_moe(model, name: str) -> None:
+    from lmfuse.errors import IncompatibleModelsError
+    from lmfuse.moe.hf import moe_blocks
+
+    try:
+        moe_blocks(model)
+    except ValueError as exc:
+        raise IncompatibleModelsError(f"{name}: {exc}") from None
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from lmfuse.core.loading import load_model_and_tokenizer
+    from lmfuse.moe.data import read_examples
+    from lmfuse.moe.inspect import inspect_routing, plot_load
+
+    examples = read_examples(args.data)
+    model, tok = load_model_and_tokenizer(args.model, dtype="float32")
+    _require_moe(model, args.model)
+    result = inspect_routing(model, tok, examples)
+    n_experts = len(result.shares[0])
+    print(f"{result.tokens} tokens, {len(examples)} examples; share of routed tokens per expert:")
+    print("layer  " + " ".join(f"  e{e:<3d}" for e in range(n_experts)))
+    for layer, row in enumerate(result.shares):
+        print(f"{layer:5d}  " + " ".join(f"{s:6.3f}" for s in row))
+    winners = result.winners()
+    if winners:
+        print("winning expert per category (per layer):")
+        for cat, per_layer in winners.items():
+            print(f"  {cat:12s} " + " ".join(str(e) for e in per_layer))
+    if args.plot:
+        print(f"plot: {plot_load(result, args.plot)}")
+    return 0

@@ -1,0 +1,52 @@
+"""The demo on the zoo: identity invariant on real weights, and the demo rows themselves."""
+
+import pytest
+
+from lmfuse import zoo
+
+HAVE_ZOO = all((zoo.ROOT / n / "config.json").is_file() for n in ("base", *zoo.SPECIALISTS))
+
+
+def test_training_questions_never_use_held_out_ones():
+    from lmfuse.moe.demo import training_questions
+    from lmfuse.zoo.questions import held_out_pairs
+
+    qs = training_questions(200, seed=0)
+    held = held_out_pairs()
+    assert set(qs) == set(zoo.SPECIALISTS)
+    assert all((q.op, q.a, q.b) not in held for per in qs.values() for q in per)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_ZOO, reason="zoo weights not present")
+def test_moe_of_base_copies_answers_exactly_like_base(tmp_path):
+    from lmfuse.core.loading import load_model_and_tokenizer
+    from lmfuse.moe.build import build_moe
+    from lmfuse.moe.recipe import BuildRecipe, ExpertSpec
+
+    base = str(zoo.path("base"))
+    recipe = BuildRecipe(
+        base=base, experts=[ExpertSpec(base, ["Q: 1+2= A:"]), ExpertSpec(base, ["Q: 3*4= A:"])]
+    )
+    build_moe(recipe, tmp_path / "moe")
+    questions = zoo.eval_set(15)
+    moe = zoo.evaluate(
+        zoo.hf_generate_fn(*load_model_and_tokenizer(tmp_path / "moe", dtype="float32")), questions
+    )
+    dense = zoo.evaluate(zoo.hf_generate_fn(*zoo.load("base")), questions)
+    assert moe.completions == dense.completions and len(moe.completions) == len(questions)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_ZOO, reason="zoo weights not present")
+def test_demo_rows_on_the_zoo():
+    from lmfuse.demo import DemoContext
+    from lmfuse.moe.demo import demo_rows
+
+    rows = demo_rows(DemoContext(questions=zoo.eval_set(10)))
+    assert [r.name for r in rows] == ["moe add+sub+mul (hidden)", "moe + train-router"]
+    for row in rows:
+        assert set(row.accuracy) == {"all", *zoo.SPECIALISTS}
+        assert all(0.0 <= v <= 1.0 for v in row.accuracy.values())
+    first, last = (float(x) for x in rows[1].note.split("loss ")[1].split(" -> "))
+    assert last < first  # router training lowers the answer loss

@@ -1,0 +1,67 @@
+"""The examples under examples/moe/ parse, hold no held-out question, and (with the zoo) build."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lmfuse import zoo
+from lmfuse.core.config import load_config
+from lmfuse.moe.data import read_examples
+from lmfuse.moe.recipe import BuildRecipe
+from lmfuse.zoo.questions import held_out_pairs
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "moe"
+SYMBOL_OP = {"+": "add", "-": "sub", "*": "mul"}
+HAVE_ZOO = all((zoo.ROOT / n / "config.json").is_file() for n in ("base", *zoo.SPECIALISTS))
+
+
+def pairs(text: str) -> set[tuple[str, int, int]]:
+    return {(SYMBOL_OP[s], int(a), int(b)) for a, s, b in re.findall(r"Q: (\d+)([-+*])(\d+)=", text)}
+
+
+def test_recipe_parses_and_data_reads():
+    recipe = load_config(BuildRecipe, EXAMPLES / "zoo_moe.yaml")
+    assert recipe.validate() == [] and len(recipe.experts) == 3
+    examples = read_examples(EXAMPLES / "arith.jsonl")
+    assert {e.category for e in examples} == {"add", "sub", "mul"}
+
+
+def test_examples_never_contain_held_out_questions():
+    held = held_out_pairs()
+    texts = (EXAMPLES / "zoo_moe.yaml").read_text() + (EXAMPLES / "arith.jsonl").read_text()
+    assert pairs(texts) and not pairs(texts) & held
+    examples = read_examples(EXAMPLES / "arith.jsonl")
+    assert all(e.prompt and e.text.startswith(e.prompt) for e in examples)  # completions are learned alone
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_ZOO, reason="zoo weights not present")
+def test_readme_commands_on_the_zoo(tmp_path, capsys):
+    from lmfuse.cli import main
+
+    assert main(["moe", "build", str(EXAMPLES / "zoo_moe.yaml"), str(tmp_path / "zoo-moe")]) == 0
+    data = str(EXAMPLES / "arith.jsonl")
+    assert (
+        main(["moe", "inspect", str(tmp_path / "zoo-moe"), "--data", data, "--plot", str(tmp_path / "l.png")])
+        == 0
+    )
+    args = [
+        "moe",
+        "train-router",
+        str(tmp_path / "zoo-moe"),
+        "--data",
+        data,
+        "--out",
+        str(tmp_path / "t"),
+        "--steps",
+        "5",
+    ]
+    assert main(args) == 0
+    assert "active parameters" in capsys.readouterr().out
+    from lmfuse.core.checkpoint import CheckpointReader
+
+    reader = CheckpointReader(tmp_path / "t")
+    assert (
+        reader.meta(reader.keys()[0])[1] == CheckpointReader(tmp_path / "zoo-moe").meta(reader.keys()[0])[1]
+    )

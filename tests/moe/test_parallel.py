@@ -1,0 +1,75 @@
+"""Expert parallelism: 2 gloo processes on 127.0.0.1 match a single-process run, outputs and gradients."""
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from lmfuse.moe import MoE, preset
+
+WORLD = 2
+S_PER_RANK = [13, 7]  # uneven token counts per rank → uneven all_to_all splits
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_case(name: str):
+    torch.manual_seed(0)
+    extra = dict(n_group=2, topk_group=1, num_experts_per_tok=2) if name == "deepseek_v3" else {}
+    cfg = preset(name, hidden_size=16, moe_intermediate_size=8, num_experts=4, **extra)
+    moe = MoE(cfg)
+    moe.reset_parameters(std=0.3)
+    x = torch.randn(sum(S_PER_RANK), 16)
+    g = torch.randn(sum(S_PER_RANK), 16)
+    return moe.eval(), x, g
+
+
+def _worker(rank: int, port: int, name: str, out_path: str) -> None:
+    import torch.distributed as dist
+
+    from lmfuse.moe.parallel import ExpertParallelMoE
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        moe, x, g = make_case(name)
+        ep = ExpertParallelMoE.from_moe(moe).eval()
+        lo = sum(S_PER_RANK[:rank])
+        xr = x[lo : lo + S_PER_RANK[rank]].clone().requires_grad_()
+        y = ep(xr)
+        (y * g[lo : lo + S_PER_RANK[rank]]).sum().backward()
+        dist.all_reduce(ep.gate.weight.grad)  # the router is replicated: data-parallel all-reduce
+        torch.save(
+            dict(y=y.detach(), x_grad=xr.grad, gate_grad=ep.gate.weight.grad,
+                 in_grad=ep.experts_in.grad, out_grad=ep.experts_out.grad),
+            f"{out_path}.{rank}",
+        )  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mixtral", "deepseek_v3"])
+def test_two_gloo_ranks_match_single_process(tmp_path, name):
+    out = str(tmp_path / "rank")
+    mp.spawn(_worker, args=(free_port(), name, out), nprocs=WORLD, join=True)
+    moe, x, g = make_case(name)
+    x = x.clone().requires_grad_()
+    y, _ = moe(x)
+    (y * g).sum().backward()
+    parts = [torch.load(f"{out}.{r}") for r in range(WORLD)]
+    torch.testing.assert_close(torch.cat([p["y"] for p in parts]), y.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([p["x_grad"] for p in parts]), x.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        torch.cat([p["in_grad"] for p in parts]), moe.experts_in.grad, rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        torch.cat([p["out_grad"] for p in parts]), moe.experts_out.grad, rtol=1e-5, atol=1e-6
+    )
+    for p in parts:
+        torch.testing.assert_close(p["gate_grad"], moe.gate.weight.grad, rtol=1e-5, atol=1e-6)
