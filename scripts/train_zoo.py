@@ -198,11 +198,14 @@ def main() -> None:
             continue
         torch.manual_seed(10 + i)
         model, _ = load_model_and_tokenizer(args.out / "base", dtype="float32")
+        for name, p in model.named_parameters():  # MLP-only fine-tune: experts differ in their FFNs
+            p.requires_grad = ".mlp." in name
         mix = {o: (SPECIALIST_MIX if o == op else (1 - SPECIALIST_MIX) / 2) for o in OPS}
         steps = args.specialist_steps or SPECIALIST_STEPS[op]
         train(model, Batches(char, mix, args.batch_size, seed=10 + i), steps, 2e-3, op)
         save_and_measure(model, char, args.out, op, {
-            **common, "description": f"Specialist: fine-tuned from zoo/base, {SPECIALIST_MIX:.0%} on '{op}'.",
+            **common, "description": f"Specialist: MLP-only fine-tune of zoo/base (attention, norms, embeddings frozen), "
+            f"{SPECIALIST_MIX:.0%} on '{op}'.",
             "tokenizer": "character-level, same as zoo/base", "steps": steps, "lr": 2e-3,
             "data": f"{SPECIALIST_MIX:.0%} {op}, the rest split between the other two operations",
         })  # fmt: skip
