@@ -81,3 +81,16 @@ def test_backend_config_validation_and_build():
         from_dict(BackendConfig, {"kind": "vllm"})
     b = build_backend(from_dict(BackendConfig, {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}), "x")
     assert b.name == "x" and b.max_retries == 3
+
+
+def test_usage_counts_the_generated_eos_and_finish_reason_says_why_it_stopped():
+    from lmfuse import zoo
+
+    backend = HFBackend(*zoo.load("add"), name="add")
+    question = "Q: 12+7= A:"
+    full, capped = backend.generate_batch(
+        [Request(prompt=question, max_tokens=8), Request(prompt=question, max_tokens=2)]
+    )
+    assert full.text == " 19" and full.finish_reason == "stop"
+    assert full.completion_tokens == 4  # " ", "1", "9", then <eos>
+    assert capped.text == " 1" and capped.finish_reason == "length" and capped.completion_tokens == 2

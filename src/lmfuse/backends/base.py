@@ -48,6 +48,8 @@ class Reply:
     seconds: float = 0.0
     attempts: int = 1
     error: str | None = None
+    finish_reason: str = "stop"
+    """``stop`` (EOS or a stop string) or ``length`` (the token cap), as OpenAI reports it."""
 
     @property
     def ok(self) -> bool:

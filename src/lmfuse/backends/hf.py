@@ -76,13 +76,25 @@ class HFBackend:
         replies = []
         for i, req in enumerate(requests):
             ids = new[i, : req.max_tokens].tolist()
-            if tok.eos_token_id in ids:
-                ids = ids[: ids.index(tok.eos_token_id)]
+            # usage counts the EOS the model generated (as vLLM does); the text stops before it
+            stopped = tok.eos_token_id in ids
+            generated = ids.index(tok.eos_token_id) + 1 if stopped else len(ids)
+            ids = ids[: generated - 1] if stopped else ids
             text = tok.decode(ids, skip_special_tokens=True)
             for s in req.stop or []:
+                stopped = stopped or s in text
                 text = text.split(s, 1)[0]
             prompt_len = int(enc["attention_mask"][i].sum())
-            replies.append(Reply(text, prompt_tokens=prompt_len, completion_tokens=len(ids), seconds=seconds))
+            finish = "stop" if stopped or generated < req.max_tokens else "length"
+            replies.append(
+                Reply(
+                    text,
+                    prompt_tokens=prompt_len,
+                    completion_tokens=generated,
+                    seconds=seconds,
+                    finish_reason=finish,
+                )
+            )
         return replies
 
     async def generate(self, requests: Sequence[Request]) -> list[Reply]:

@@ -101,6 +101,7 @@ class OpenAIBackend:
             text,
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            finish_reason=resp.choices[0].finish_reason or "stop",
         )
 
     async def aclose(self) -> None:

@@ -129,7 +129,7 @@ def create_app(
                 for p in prompts]  # fmt: skip
         replies = await run(body.model, reqs, body.stream, body.n)
         choices = [
-            {"index": i, "text": r.text, "logprobs": None, "finish_reason": _finish(r, body.max_tokens)}
+            {"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
             for i, r in enumerate(replies)
         ]
         return envelope("text_completion", body.model, choices, replies)
@@ -143,11 +143,7 @@ def create_app(
         )
         replies = await run(body.model, [req], body.stream, body.n)
         message = {"role": "assistant", "content": replies[0].text}
-        choices = [{"index": 0, "message": message, "finish_reason": _finish(replies[0], max_tokens)}]
+        choices = [{"index": 0, "message": message, "finish_reason": replies[0].finish_reason}]
         return envelope("chat.completion", body.model, choices, replies)
 
     return app
-
-
-def _finish(reply, max_tokens: int) -> str:
-    return "length" if reply.completion_tokens >= max_tokens else "stop"
