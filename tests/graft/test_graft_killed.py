@@ -13,13 +13,22 @@ import pytest
 
 SCRIPT = """
 import sys, time
+from pathlib import Path
 import lmfuse.core.export as ex
 from lmfuse.graft import dus_recipe
 from lmfuse.graft.write import graft
 
+out = Path(sys.argv[2])
+
+def stall():
+    # once two shards are on disk the run stalls, so the signal always lands mid-write (never after
+    # the run has finished, however fast the machine)
+    shards = list(out.parent.glob(f".{out.name}.partial-*/*.safetensors"))
+    time.sleep(600 if len(shards) >= 2 else 0.01)
+
 slow_copy, slow_write = ex._copy_range, ex._write_loaded
-ex._copy_range = lambda *a: (time.sleep(0.1), slow_copy(*a))[1]  # slow enough to be caught mid-write
-ex._write_loaded = lambda *a: (time.sleep(0.1), slow_write(*a))[1]
+ex._copy_range = lambda *a: (stall(), slow_copy(*a))[1]
+ex._write_loaded = lambda *a: (stall(), slow_write(*a))[1]
 graft(dus_recipe(sys.argv[1], 4, 1), sys.argv[2], max_shard_bytes=20_000)
 """
 
@@ -49,6 +58,7 @@ def test_sigkill_mid_write_leaves_no_complete_looking_output(tiny4, tmp_path):
     out = tmp_path / "dus"
     proc = _start(tiny4, out)
     partial = _wait_for_shards(tmp_path, "dus", proc)
+    assert proc.poll() is None, "the graft must still be writing when it is killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert not out.exists()  # the half-written files sit only in a hidden ".dus.partial-*" directory
@@ -60,6 +70,7 @@ def test_ctrl_c_mid_write_removes_the_partial_output(tiny4, tmp_path):
     out = tmp_path / "dus"
     proc = _start(tiny4, out)
     _wait_for_shards(tmp_path, "dus", proc)
+    assert proc.poll() is None, "the graft must still be writing when it is interrupted"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) != 0
     assert not out.exists()
