@@ -23,6 +23,7 @@ from typing import Any
 from lmfuse import __version__
 from lmfuse.core.atomic import atomic_write_text
 from lmfuse.core.config import dump_yaml
+from lmfuse.core.jsonl import BadRecord, describe, read_records
 from lmfuse.errors import ConfigError, InputDataError
 from lmfuse.exchange.result import ExchangeResult, Solver
 from lmfuse.exchange.transcript import turns_to_jsonl
@@ -58,32 +59,19 @@ class RunSummary:
 
 def read_questions(path: str | Path) -> list[Item]:
     """Parse a question JSONL file; every bad line is reported with its number."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(f"question file not found: {path}")
-    items, problems, seen = [], [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{n}: not valid JSON ({exc.msg})")
-            continue
+    seen: set[str] = set()
+
+    def parse(row, line: int) -> Item:
         if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-            problems.append(f'{path}:{n}: expected an object with a "question" string, found {line[:60]!r}')
-            continue
-        qid = str(row.get("id", f"line-{n}"))
+            raise BadRecord(f'expected an object with a "question" string, found {describe(row)}')
+        qid = str(row.get("id", f"line-{line}"))
         if qid in seen:
-            problems.append(f"{path}:{n}: duplicate id {qid!r}; ids must be unique")
+            raise BadRecord(f"duplicate id {qid!r}; ids must be unique")
         seen.add(qid)
         expected = row.get("answer")
-        items.append(Item(qid, row["question"], None if expected is None else str(expected)))
-    if problems:
-        raise InputDataError(
-            "\n".join(problems[:20]) + (f"\n... {len(problems) - 20} more" if len(problems) > 20 else "")
-        )
-    return items
+        return Item(qid, row["question"], None if expected is None else str(expected))
+
+    return read_records(path, parse, '{"question": ...} record')
 
 
 def zoo_questions(per_op: int) -> list[Item]:

@@ -4,10 +4,10 @@ plain text, one example per line."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmfuse.core.jsonl import BadRecord, describe, read_records
 from lmfuse.errors import InputDataError
 
 
@@ -23,27 +23,17 @@ class Example:
 def read_examples(path: str | Path) -> list[Example]:
     """Read ``path``: ``.jsonl`` → records with ``text`` (and optional ``category``); else text lines."""
     path = Path(path)
+    if path.suffix == ".jsonl":
+        return read_records(path, _record, '{"text": ...} or {"prompt": ..., "completion": ...} record')
     if not path.is_file():
         raise InputDataError(f"data file not found: {path}")
-    examples = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if path.suffix != ".jsonl":
-            examples.append(Example(line))
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise InputDataError(f"{path}:{n}: not valid JSON ({exc})") from None
-        examples.append(_record(record, f"{path}:{n}", line))
+    examples = [Example(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not examples:
         raise InputDataError(f"{path}: no examples (expected JSONL records or non-empty text lines)")
     return examples
 
 
-def _record(record, where: str, line: str) -> Example:
+def _record(record, line: int) -> Example:
     category = record.get("category") if isinstance(record, dict) else None
     category = None if category is None else str(category)
     if isinstance(record, dict) and isinstance(record.get("text"), str):
@@ -54,6 +44,6 @@ def _record(record, where: str, line: str) -> Example:
         and isinstance(record.get("completion"), str)
     ):
         return Example(record["prompt"] + record["completion"], category, prompt=record["prompt"])
-    raise InputDataError(
-        f'{where}: expected an object with a "text" string or "prompt" and "completion" strings, found {line[:60]!r}'
+    raise BadRecord(
+        f'expected an object with a "text" string or "prompt" and "completion" strings, found {describe(record)}'
     )

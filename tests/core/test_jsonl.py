@@ -1,0 +1,42 @@
+import pytest
+
+from lmfuse.core.jsonl import BadRecord, describe, read_records
+from lmfuse.errors import InputDataError
+
+
+def _parse(record, line):
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+        raise BadRecord(f'expected an object with a string "prompt", found {describe(record)}')
+    return (line, record["prompt"])
+
+
+def test_reads_records_with_their_line_numbers_skipping_blank_lines(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"prompt": "a"}\n\n{"prompt": "b", "x": 1}\n')
+    assert read_records(f, _parse, "prompt record") == [(1, "a"), (3, "b")]
+
+
+def test_every_bad_line_is_reported_at_once(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"prompt": "a"}\n{oops\n[1, 2]\n{"text": "t"}\n')
+    with pytest.raises(InputDataError) as info:
+        read_records(f, _parse, "prompt record")
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith(f"{f}:2: not valid JSON") and lines[0].endswith("expected a prompt record")
+    assert lines[1] == f'{f}:3: expected an object with a string "prompt", found a list'
+    assert lines[2] == f"{f}:4: expected an object with a string \"prompt\", found keys ['text']"
+
+
+def test_long_reports_are_capped_with_a_count(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_text("nope\n" * 25)
+    with pytest.raises(InputDataError, match=r"\.\.\. and 5 more$"):
+        read_records(f, _parse, "prompt record")
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(InputDataError, match="no such file; expected a JSONL file of prompt records"):
+        read_records(tmp_path / "missing.jsonl", _parse, "prompt record")
+    (tmp_path / "empty.jsonl").write_text("\n \n")
+    with pytest.raises(InputDataError, match="expected at least one prompt record, found none"):
+        read_records(tmp_path / "empty.jsonl", _parse, "prompt record")
