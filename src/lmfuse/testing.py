@@ -82,14 +82,14 @@ def bpe_tokenizer(corpus: list[str] | None = None, vocab_size: int = 300):
     return _wrap(backend)
 
 
-ARCHITECTURES = ("llama", "mistral", "qwen2")
+ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def tiny_config(arch: str = "llama", vocab_size: int = 100, **overrides: Any):
     """A tiny config of ``arch`` (hidden 32, 2 layers, 4 heads, 2 KV heads); ``overrides`` win."""
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
-    classes = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
+    classes = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
     if arch not in classes:
         raise ValueError(f"arch must be one of {', '.join(classes)}, found {arch!r}")
     fields: dict[str, Any] = dict(
@@ -107,15 +107,21 @@ def tiny_config(arch: str = "llama", vocab_size: int = 100, **overrides: Any):
     )
     if arch == "mistral":
         fields["sliding_window"] = None
+    if arch == "qwen3":
+        fields["head_dim"] = 8  # Qwen3Config defaults to 128 whatever the hidden size
     fields.update(overrides)
     return classes[arch](**fields)
 
 
 def tiny_model(arch: str = "llama", vocab_size: int = 100, seed: int = 0, **overrides: Any):
     """A randomly initialised tiny causal LM in eval mode, reproducible from ``seed``."""
+    return model_from_config(tiny_config(arch, vocab_size=vocab_size, **overrides), seed=seed)
+
+
+def model_from_config(config, seed: int = 0):
+    """A random causal LM of any ``config`` in eval mode, reproducible from ``seed``."""
     from transformers import AutoModelForCausalLM
 
-    config = tiny_config(arch, vocab_size=vocab_size, **overrides)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)

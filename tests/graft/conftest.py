@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmfuse.core.export import ExportTensor, safetensors_header
-from lmfuse.testing import char_tokenizer, save_tiny
+from lmfuse.testing import char_tokenizer, model_from_config, save_tiny
 
 
 @pytest.fixture(scope="session")
@@ -38,13 +38,7 @@ def hollow():
 
 def save_config_model(directory: Path, config, seed: int = 0) -> Path:
     """Save a random model of ``config`` (tiny) with the char tokenizer."""
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    for p in model.parameters():
-        if p.dim() > 1:
-            torch.nn.init.normal_(p, std=0.2)
+    model = model_from_config(config, seed=seed)
     model.save_pretrained(directory)
     char_tokenizer().save_pretrained(directory)
     return directory

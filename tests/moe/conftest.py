@@ -10,25 +10,7 @@ from lmfuse.testing import char_tokenizer, save_tiny
 
 def save_dense(directory: Path, arch: str, seed: int = 0) -> Path:
     """A tiny dense ``arch`` model (llama, mistral, qwen2 or qwen3) with a char tokenizer."""
-    tok = char_tokenizer()
-    if arch != "qwen3":
-        return save_tiny(directory, arch, tokenizer=tok, seed=seed)
-    from transformers import AutoModelForCausalLM, Qwen3Config
-
-    config = Qwen3Config(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
-        pad_token_id=0, tie_word_embeddings=False,
-    )  # fmt: skip
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
-        for p in model.parameters():
-            if p.dim() > 1:
-                torch.nn.init.normal_(p, std=0.2)
-    model.save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
+    return save_tiny(directory, arch, tokenizer=char_tokenizer(), seed=seed)
 
 
 def save_finetune(base: Path, directory: Path, seed: int) -> Path:
