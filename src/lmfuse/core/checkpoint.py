@@ -10,6 +10,7 @@ leaves a half-written model that looks complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -113,7 +114,7 @@ class CheckpointReader:
         total = 0
         for name in self._where:
             shape, dtype = self.meta(name)
-            total += _numel(shape) * dtype.itemsize
+            total += math.prod(shape) * dtype.itemsize
         return total
 
 
@@ -122,13 +123,6 @@ _SAFE_DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }  # fmt: skip
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 class ShardedWriter:

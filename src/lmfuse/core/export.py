@@ -18,6 +18,7 @@ Peak memory is therefore about one materialised tensor, independent of the shard
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -85,10 +86,7 @@ class ExportTensor:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
 
 @lru_cache(maxsize=512)
