@@ -9,7 +9,8 @@ from lmfuse.backends import BackendConfig
 from lmfuse.exchange.topology import PARADIGMS
 
 PromptFormat = Literal["chat", "qa_lines"]
-AnswerKind = Literal["number", "choice", "yesno"]
+AnswerKind = Literal["number", "choice", "yesno", "text"]
+"""``text``: no extraction; the whole reply, whitespace collapsed (open-ended questions)."""
 
 
 @dataclass

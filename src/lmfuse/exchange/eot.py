@@ -46,9 +46,17 @@ class EoT(Solver):
             result.rounds = rnd + 1
             if consensus.unanimous(answers) and (cfg.early_exit if rnd == 0 else cfg.stop_on_unanimity):
                 result.answer, result.stop = answers[0], "early_exit" if rnd == 0 else "unanimous"
-                return result
+                return self._final_text(result)
         result.answer = consensus.majority(result.answers[-1], result.confidences[-1])
         result.stop = "majority" if result.answer is not None else "no_answer"
+        return self._final_text(result)
+
+    def _final_text(self, result: ExchangeResult) -> ExchangeResult:
+        """Full text of the last round's reply of the lowest-indexed agent with the final answer."""
+        if result.answer is not None:
+            last = result.turns[-len(self.agents) :]
+            turn = next(t for t in last if t.answer == result.answer)
+            result.text, result.finish_reason = turn.reply, turn.finish_reason
         return result
 
     def _shown(self, j: int, texts, history, with_confidence: bool) -> prompts.Shown | None:

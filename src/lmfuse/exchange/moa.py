@@ -2,7 +2,8 @@
 
 Layer 0's proposers answer the question alone; each later layer's proposers get every successful answer
 of the layer before as numbered references with lmfuse's aggregate-and-synthesize instruction; the
-aggregator gets the last layer's answers the same way and its reply is the answer. ``layer_max_tokens``
+aggregator gets the last layer's answers the same way and its reply is the answer: ``text`` holds it in
+full (open-ended prompts), ``answer`` what ``answer_kind`` extracts from it (``text``: all of it). ``layer_max_tokens``
 caps each proposer layer. A proposer that fails is flagged in ``failures`` and its slot in ``answers``
 is ``None``; if a whole layer fails, the next one reads the last layer that produced anything, and if
 no layer did, the question is ``failed``. The one-shot "three answers as references for a fourth" is
@@ -42,6 +43,7 @@ class MoA(Solver):
         final = await self._layer(result, len(cfg.layers), [cfg.aggregator], question, references, None, True)
         if final:
             result.answer, result.stop = final[0].answer, "aggregated"
+            result.text, result.finish_reason = final[0].text, result.turns[-1].finish_reason
         return result
 
     async def _layer(

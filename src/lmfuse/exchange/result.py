@@ -30,6 +30,11 @@ class ExchangeResult:
     failures: list[str] = field(default_factory=list)
     """``"round 1, agent B: HTTP 500: ..."`` for every call that failed after its retries."""
     turns: list[Turn] = field(default_factory=list, repr=False)
+    text: str | None = None
+    """The full text of the final reply: MoA's aggregator; EoT's reply of the lowest-indexed agent whose
+    answer is the final answer in the last round (None when no answer was reached)."""
+    finish_reason: str | None = None
+    """That reply's ``finish_reason``: ``stop``, or ``length`` when it was cut at ``max_tokens``."""
 
     @property
     def calls(self) -> int:
@@ -49,7 +54,8 @@ class ExchangeResult:
             "id": self.question_id, "question": self.question, "answer": self.answer, "stop": self.stop,
             "rounds": self.rounds, "calls": self.calls, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens, "answers": self.answers,
-            "confidences": self.confidences, "failures": self.failures,
+            "confidences": self.confidences, "failures": self.failures, "text": self.text,
+            "finish_reason": self.finish_reason,
         }  # fmt: skip
 
 

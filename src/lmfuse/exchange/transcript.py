@@ -30,6 +30,8 @@ class Turn:
     seconds: float = 0.0
     attempts: int = 1
     error: str | None = None
+    finish_reason: str = "stop"
+    """The backend's: ``stop``, or ``length`` when the reply was cut at ``max_tokens``."""
 
     @classmethod
     def of(
@@ -40,6 +42,7 @@ class Turn:
         return cls(
             question_id, rnd, agent, request.as_text(), reply.text, answer, confidence, list(reads),
             reply.prompt_tokens, reply.completion_tokens, reply.seconds, reply.attempts, reply.error,
+            reply.finish_reason,
         )  # fmt: skip
 
 

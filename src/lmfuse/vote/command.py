@@ -43,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--answer-kind",
         default="auto",
-        choices=["auto", "number", "choice", "yesno", "boxed", "phrase", "regex"],
-        help="what the answer similarity extracts",
+        choices=["auto", "number", "choice", "yesno", "boxed", "phrase", "regex", "text"],
+        help="what the answer similarity extracts (text: whole candidate, whitespace normalised)",
     )
     p.add_argument(
         "--answer-regex",

@@ -14,6 +14,9 @@ or ``None`` when the text holds no answer of that kind. Kinds:
 - ``phrase``: the text after the last "the answer is" up to the end of its sentence or line, with
   whitespace collapsed, case folded and a trailing period dropped.
 - ``regex``: the last match of a user ``pattern``; its first group if it has groups, else the match.
+- ``text``: no extraction: the whole text with whitespace runs collapsed to one space and stripped (case
+  and punctuation kept), ``None`` when blank. With the ``answer`` similarity this is exact match of
+  whitespace-normalised texts (``exact`` also folds case and Unicode forms).
 - ``auto``: ``boxed`` if the text has a ``\\boxed{}``, else ``number``.
 
 Nothing here imports torch; other methods (exchange, ensemble demos) reuse these functions.
@@ -27,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 
 from lmfuse.errors import ConfigError, InputDataError
 
-KINDS = ("auto", "number", "choice", "yesno", "boxed", "phrase", "regex")
+KINDS = ("auto", "number", "choice", "yesno", "boxed", "phrase", "regex", "text")
 
 _ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*:?", re.IGNORECASE)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -130,6 +133,11 @@ def extract_phrase(text: str) -> str | None:
     return canonical_number(phrase) or phrase
 
 
+def extract_text(text: str) -> str | None:
+    """The whole text, whitespace collapsed and stripped; None when blank (kind ``text``)."""
+    return " ".join(text.split()) or None
+
+
 def extract_regex(text: str, pattern: re.Pattern[str]) -> str | None:
     """Last match of ``pattern``: group 1 if the pattern has groups, else the whole match."""
     last = _last_match(pattern, text)
@@ -183,6 +191,8 @@ class AnswerExtractor:
             return extract_boxed(text)
         if kind == "phrase":
             return extract_phrase(text)
+        if kind == "text":
+            return extract_text(text)
         return extract_regex(text, re.compile(self.pattern or ""))
 
 
