@@ -79,6 +79,12 @@ def _run(args: argparse.Namespace) -> int:
         f"calls {s.calls}, tokens {s.prompt_tokens} prompt + {s.completion_tokens} completion, "
         f"failed calls {s.failed_calls}, {s.seconds:.1f} s"
     )
+    if s.truncated:
+        print(
+            f"warning: {s.truncated} replies were cut at max_tokens (finish_reason length) and their "
+            f"answers taken from unfinished text; raise max_tokens (see 'truncated' in {output})",
+            file=sys.stderr,
+        )
     if s.failed_calls:
         print(
             f"warning: {s.failed_calls} calls failed after retries; see 'failures' in {output}",

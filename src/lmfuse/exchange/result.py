@@ -48,6 +48,21 @@ class ExchangeResult:
     def completion_tokens(self) -> int:
         return sum(t.completion_tokens for t in self.turns)
 
+    @property
+    def truncated(self) -> int:
+        """Replies cut at ``max_tokens`` (``finish_reason == "length"``); their answers may be wrong."""
+        return sum(t.finish_reason == "length" and t.error is None for t in self.turns)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Things a user should know (library code never prints: the CLI shows these)."""
+        cut = [
+            f"{t.agent} (round {t.round})" for t in self.turns if t.finish_reason == "length" and not t.error
+        ]
+        if not cut:
+            return []
+        return [f"{len(cut)} replies cut at max_tokens, answers taken from unfinished text: {', '.join(cut)}"]
+
     def summary(self) -> dict[str, Any]:
         """Everything but the transcript, as plain data (one line of a results file)."""
         return {
@@ -55,7 +70,7 @@ class ExchangeResult:
             "rounds": self.rounds, "calls": self.calls, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens, "answers": self.answers,
             "confidences": self.confidences, "failures": self.failures, "text": self.text,
-            "finish_reason": self.finish_reason,
+            "finish_reason": self.finish_reason, "truncated": self.truncated,
         }  # fmt: skip
 
 

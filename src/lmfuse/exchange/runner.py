@@ -49,6 +49,8 @@ class RunSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     failed_calls: int = 0
+    truncated: int = 0
+    """Replies cut at ``max_tokens`` (``finish_reason`` ``length``)."""
     seconds: float = 0.0
     stops: Counter = field(default_factory=Counter)
 
@@ -175,6 +177,7 @@ def _count(summary: RunSummary, result: ExchangeResult, correct: bool | None) ->
     summary.prompt_tokens += result.prompt_tokens
     summary.completion_tokens += result.completion_tokens
     summary.failed_calls += len(result.failures)
+    summary.truncated += result.truncated
     summary.stops[result.stop] += 1
     if correct is not None:
         summary.scored += 1
