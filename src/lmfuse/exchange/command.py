@@ -60,6 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     solver = _solver(args.method, config)  # fails on a missing key or model before anything is written
     runner.check_recipe(output, config, source, args.overwrite)
+    for warning in solver.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.overwrite and args.transcript:
         Path(args.transcript).unlink(missing_ok=True)
     bar = tqdm(total=len(items), desc=args.method, unit="q", disable=args.no_progress, file=sys.stderr)

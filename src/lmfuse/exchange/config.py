@@ -67,6 +67,9 @@ class EoTConfig:
     show_confidence: bool = True
     """Show each peer's confidence next to its solution from round 2 on."""
     answer_kind: AnswerKind = "number"
+    default_personas: bool = True
+    """Give each chat agent without ``system`` one of lmfuse's default personas (``diversity.py``), so
+    that agents on one model at temperature 0 do not get byte-identical prompts."""
 
     def validate(self) -> list[str]:
         problems = _check_agents(self.agents, self.backends, "agents")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lmfuse.backends import Backend, Reply, Request
-from lmfuse.exchange import consensus, prompts, topology
+from lmfuse.exchange import consensus, diversity, prompts, topology
 from lmfuse.exchange.answers import extract_answer
 from lmfuse.exchange.config import EoTConfig
 from lmfuse.exchange.result import ExchangeResult, Solver, call_all
@@ -27,10 +27,13 @@ class EoT(Solver):
 
     def __init__(self, config: EoTConfig, backends: Mapping[str, Backend] | None = None) -> None:
         self.config = config
-        self.agents = config.agents
+        self.agents = (
+            diversity.with_default_personas(config.agents) if config.default_personas else config.agents
+        )
         self.names = [a.name for a in config.agents]
         self.reads = topology.resolve(config.topology, self.names)
         super().__init__(config.backends, backends)
+        self.warnings = diversity.identical_agents(self.agents)
 
     async def solve(self, question: str, question_id: str = "q0") -> ExchangeResult:
         """Run the rounds for one question."""

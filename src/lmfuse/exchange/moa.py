@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lmfuse.backends import Backend, Request
-from lmfuse.exchange import prompts
+from lmfuse.exchange import diversity, prompts
 from lmfuse.exchange.answers import extract_answer
 from lmfuse.exchange.config import AgentConfig, MoAConfig
 from lmfuse.exchange.result import ExchangeResult, Solver, call_all
@@ -28,6 +28,8 @@ class MoA(Solver):
     def __init__(self, config: MoAConfig, backends: Mapping[str, Backend] | None = None) -> None:
         self.config = config
         super().__init__(config.backends, backends)
+        for k, layer in enumerate(config.layers):
+            self.warnings += diversity.identical_agents(layer, f" (layer {k})")
 
     async def solve(self, question: str, question_id: str = "q0") -> ExchangeResult:
         """Run every layer, then the aggregator, for one question."""

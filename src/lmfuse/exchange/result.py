@@ -94,6 +94,8 @@ class Solver:
 
     def __init__(self, configs: Mapping[str, BackendConfig], given: Mapping[str, Backend] | None) -> None:
         self.backends: dict[str, Backend] = dict(given or {})
+        self.warnings: list[str] = []
+        """Set-up warnings (e.g. identical agents); the CLI prints them before running."""
         for name, bc in configs.items():
             if name not in self.backends:
                 self.backends[name] = build_backend(bc, name)
