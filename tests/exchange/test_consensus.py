@@ -13,8 +13,9 @@ from lmfuse.exchange.answers import extract_answer
 
 def test_confidence():
     assert consensus.confidence(["3", "3", "4"]) == pytest.approx(2 / 3)
-    assert consensus.confidence(["3", None, None]) == pytest.approx(1 / 3)  # None is never the mode
-    assert consensus.confidence([None]) == 0.0 and consensus.confidence([]) == 0.0
+    # issue 16: an unextracted answer counts like any other, as in the EoT reference code
+    assert consensus.confidence(["3", None, None]) == pytest.approx(2 / 3)
+    assert consensus.confidence([None]) == 1.0 and consensus.confidence([]) == 0.0
 
 
 def test_unanimous_needs_every_answer():

@@ -36,6 +36,7 @@ def test_moa_answer_kind_text_is_the_whole_reply_with_whitespace_normalised():
     r = moa({"p1": "a", "p2": "b", "agg": ESSAY}, answer_kind="text").run("How do I make tea?")
     assert r.answer == " ".join(ESSAY.split())
     assert r.text == ESSAY
+    assert "The answer is X" not in r.turns[-1].prompt  # no short-answer hint for open-ended output
 
 
 def test_failed_aggregator_leaves_text_none():

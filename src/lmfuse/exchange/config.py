@@ -58,8 +58,9 @@ class EoTConfig:
     agents: list[AgentConfig]
     topology: str | dict[str, list[str]] = "memory"
     """``memory``, ``report``, ``relay``, ``debate``, or ``{agent: [agents it reads]}``."""
-    max_rounds: int = 5
-    """Rounds in all, the initial answers (round 0) included."""
+    max_rounds: int = 6
+    """Rounds in all, the initial answers (round 0) included: the default 6 is round 0 plus the EoT
+    reference's 5 exchange rounds (its ``--max-round 5``)."""
     early_exit: bool = True
     """Stop after round 0 when the initial answers are unanimous."""
     stop_on_unanimity: bool = True

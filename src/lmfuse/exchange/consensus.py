@@ -2,7 +2,8 @@
 
 - confidence(history) = (count of the most frequent answer in an agent's own answer history, the
   initial answer included) / (length of that history), as in the paper; a failed extraction (None)
-  counts in the length but never as the most frequent answer.
+  counts as an answer like any other, as in the reference code (which stores "" for it): ``[None,
+  None, "3"]`` has confidence 2/3.
 - unanimous(answers): every answer extracted and all equal.
 - majority(answers, confidences): the most frequent extracted answer (None dropped). Ties go to the
   answer with the highest summed confidence of its agents; if still tied, to the answer of the
@@ -16,11 +17,10 @@ from collections.abc import Sequence
 
 
 def confidence(history: Sequence[str | None]) -> float:
-    """Share of ``history`` equal to its most frequent (extracted) answer; 0.0 if none was extracted."""
-    counts = Counter(a for a in history if a is not None)
-    if not history or not counts:
+    """Share of ``history`` equal to its most frequent answer (None counted as one); 0.0 if empty."""
+    if not history:
         return 0.0
-    return max(counts.values()) / len(history)
+    return max(Counter(history).values()) / len(history)
 
 
 def unanimous(answers: Sequence[str | None]) -> bool:

@@ -55,7 +55,7 @@ class MoA(Solver):
         """Call one layer concurrently; record turns; return its successful answers as references."""
         requests = []
         for a in agents:
-            kwargs = prompts.moa_prompt(a, question, references, final)
+            kwargs = prompts.moa_prompt(a, question, references, final, self.config.answer_kind != "text")
             meta = {"question_id": result.question_id, "agent": a.name, "round": k}
             max_tokens = min(a.max_tokens, cap) if cap else a.max_tokens
             requests.append(

@@ -74,12 +74,18 @@ def eot_exchange(agent: AgentConfig, question: str, own: Shown | None, peers: Se
     return {"messages": _messages(agent, "\n\n".join(parts))}
 
 
-def moa_prompt(agent: AgentConfig, question: str, references: Sequence[Shown], final: bool) -> dict:
-    """A proposer of layer 0 (no references), of a later layer, or the aggregator (``final``)."""
+def moa_prompt(
+    agent: AgentConfig, question: str, references: Sequence[Shown], final: bool, answer_hint: bool = True
+) -> dict:
+    """A proposer of layer 0 (no references), of a later layer, or the aggregator (``final``).
+
+    The aggregator is also asked to end with "The answer is X" for short answers (lmfuse's addition,
+    not MoA's, so that an answer can be extracted); ``answer_hint=False`` (answer kind ``text``) drops it.
+    """
     if agent.prompt_format == "qa_lines":
         return {"prompt": _qa_lines(question, references)}
     if not references:
         return {"messages": _messages(agent, question)}
     numbered = "\n\n".join(f"[{i + 1}] {r.text}" for i, r in enumerate(references))
-    tail = ' End with "The answer is X" when the question has a short answer.' if final else ""
+    tail = ' End with "The answer is X" when the question has a short answer.' if final and answer_hint else ""
     return {"messages": _messages(agent, question, f"{SYNTHESIZE}{tail}\n\nAnswers:\n\n{numbered}")}

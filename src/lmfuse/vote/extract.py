@@ -4,7 +4,7 @@
 or ``None`` when the text holds no answer of that kind. Kinds:
 
 - ``number``: the EoT rule. If the text says "the answer is" (case-insensitive, last occurrence), the first
-  number after it; otherwise the last number in the text. Thousands separators (``1,234``) are removed
+  number after it, or ``None`` when no number follows it; otherwise the last number in the text. Thousands separators (``1,234``) are removed
   and numbers are canonical (``085`` → ``85``, ``2.50`` → ``2.5``, ``-0`` → ``0``). A minus sign counts
   only when it does not follow a digit or letter, so ``37-48`` reads as ``37`` and ``48``.
 - ``choice``: a choice letter (default ``A``-``E``): after "the answer is", else the last ``(X)``, else
@@ -66,13 +66,12 @@ def _after_answer_is(text: str) -> str | None:
 
 
 def extract_number(text: str) -> str | None:
-    """The EoT rule: first number after "the answer is", else the last number; canonical form."""
+    """The EoT rule: first number after "the answer is" (None if none follows), else the last number."""
     text = _THOUSANDS.sub("", text)
     tail = _after_answer_is(text)
-    if tail is not None:
+    if tail is not None:  # the phrase without a number after it: nothing (as the EoT reference code)
         m = _NUMBER.search(tail)
-        if m:
-            return canonical_number(m.group(0))
+        return canonical_number(m.group(0)) if m else None
     found = _NUMBER.findall(text)
     return canonical_number(found[-1]) if found else None
 
