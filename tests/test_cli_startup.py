@@ -80,3 +80,37 @@ def test_table_and_modules_agree(module):
     sub = parser.add_subparsers()
     importlib.import_module(module).add_parser(sub)
     assert set(sub.choices) == {name for name, (m, _) in COMMANDS.items() if m == module}
+
+
+ZOO_RECIPE = """\
+backends: {b: {kind: hf, model: 'zoo:base'}, a: {kind: hf, model: 'zoo:add'},
+           s: {kind: hf, model: 'zoo:sub'}, m: {kind: hf, model: 'zoo:mul'}}
+agents:
+  - {name: B, backend: b, prompt_format: qa_lines, max_tokens: 6}
+  - {name: A, backend: a, prompt_format: qa_lines, max_tokens: 6}
+  - {name: S, backend: s, prompt_format: qa_lines, max_tokens: 6}
+  - {name: M, backend: m, prompt_format: qa_lines, max_tokens: 6}
+max_rounds: 2
+early_exit: false
+"""
+
+
+def test_exchange_past_the_zoo_context_runs_without_the_max_length_warning(tmp_path):
+    """Round 1's qa_lines prompt (4 solved lines + the question) is longer than the zoo's 64 training
+    positions: the models (RoPE, no position table) still run — lmfuse gives them the room, documented in
+    the README — and neither transformers' reminder nor its per-load "Loading weights" bars are printed
+    (before issue 16: one bar per model loaded)."""
+    from lmfuse.zoo import load
+
+    model, tok = load("base")
+    prompt = "\n".join(["Q: 37+48= A: 85"] * 4 + ["Q: 37+48= A:"])
+    assert len(tok(prompt)["input_ids"]) > model.config.max_position_embeddings == 64
+    (tmp_path / "eot.yaml").write_text(ZOO_RECIPE)
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"id": "q1", "question": "Q: 37+48= A:", "answer": "85"}) + "\n")
+    argv = ["exchange", "--config", "eot.yaml", "--input", str(q), "-o", "o.jsonl", "--transcript", "t.jsonl"]
+    proc = run_cli([*argv, "--no-progress"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    turns = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert len(turns) == 8 and max(len(tok(t["prompt"])["input_ids"]) for t in turns) > 64
+    assert "predefined maximum length" not in proc.stderr and "Loading weights" not in proc.stderr
