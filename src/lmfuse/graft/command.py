@@ -107,7 +107,7 @@ def graft_handler(args: argparse.Namespace) -> int:
         raise ConfigError("OUT: an output directory is required (or pass --dry-run)")
     recipe = build_recipe(args)
     if args.dry_run:
-        plan = plan_graft(recipe, out=args.out, overwrite=args.overwrite)
+        plan = plan_graft(recipe, out=args.out, overwrite=args.overwrite, check_config=False)
         print(plan_table(plan))
     else:
         plan = graft(recipe, args.out, overwrite=args.overwrite, max_shard_bytes=shard, progress=True).plan

@@ -9,6 +9,7 @@ way — and raises one ``ConfigError`` listing every problem. Only a plan that p
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,15 @@ class GraftPlan:
         }
 
 
-def plan_graft(recipe: GraftRecipe, out: str | Path | None = None, overwrite: bool = False) -> GraftPlan:
-    """Check ``recipe`` against its models (and ``out``, if given); raises ``ConfigError`` with all problems."""
+def plan_graft(
+    recipe: GraftRecipe, out: str | Path | None = None, overwrite: bool = False, check_config: bool = True
+) -> GraftPlan:
+    """Check ``recipe`` against its models (and ``out``, if given); raises ``ConfigError`` with all problems.
+
+    ``check_config=False`` (``--dry-run``) skips only the last check, that transformers accepts the
+    output config (it imports transformers: seconds); ``graft`` always makes it before writing. Models
+    of the common decoder families are then planned from config.json and the safetensors headers alone.
+    """
     problems = _recipe_problems(recipe)
     if out is not None:
         try:
@@ -96,14 +104,20 @@ def plan_graft(recipe: GraftRecipe, out: str | Path | None = None, overwrite: bo
     config = _output_config(recipe, sources, tie, problems)
     if problems:
         raise ConfigError(problems, source="graft recipe")
-    try:
-        meta = meta_model(config)
-    except Exception as exc:  # noqa: BLE001 - transformers rejects configs with many exception types
-        raise ConfigError(f"the output config does not load in transformers: {exc}", "graft recipe") from None
-    tensors = _plan_tensors(recipe, sources, tie, meta)
+    head = sources[recipe.head_model]
+    meta = None
+    if check_config or head.head_name is None:
+        try:
+            meta = meta_model(config)
+        except Exception as exc:  # noqa: BLE001 - transformers rejects configs with many exception types
+            raise ConfigError(
+                f"the output config does not load in transformers: {exc}", "graft recipe"
+            ) from None
+    lm_head = head.head_name if head.head_name is not None else _lm_head_name(meta)
+    tensors = _plan_tensors(recipe, sources, tie, lm_head)
     plan = GraftPlan(recipe, sources, recipe.layer_map(), tensors, config, 0, 0, 0)
     exports = plan.export_tensors()
-    plan.num_parameters = sum(p.numel() for p in meta.parameters())
+    plan.num_parameters = sum(math.prod(t.shape) for t in exports)  # a tied head is not a tensor of its own
     plan.output_bytes = sum(t.nbytes for t in exports)
     plan.peak_memory_bytes = RUNTIME_BYTES + max(
         [2 * t.nbytes for t in exports if t.raw is None] or [0]
@@ -238,7 +252,7 @@ def _output_config(
 
 
 def _plan_tensors(
-    recipe: GraftRecipe, sources: dict[str, SourceModel], tie: bool, meta: torch.nn.Module
+    recipe: GraftRecipe, sources: dict[str, SourceModel], tie: bool, lm_head: str | None
 ) -> list[PlannedTensor]:
     emb, head = sources[recipe.embeddings_model], sources[recipe.head_model]
     out = [PlannedTensor(t, emb.name, t) for t in emb.embed_names]
@@ -246,7 +260,6 @@ def _plan_tensors(
     for i, (model, j) in enumerate(recipe.layer_map()):
         for rest, tensor in sources[model].layers[j].items():
             out.append(PlannedTensor(f"{prefix}.{i}.{rest}", model, tensor, layer=i))
-    lm_head = _lm_head_name(meta)
     for t in head.other_names:
         if not (tie and t == lm_head):
             out.append(PlannedTensor(t, head.name, t))

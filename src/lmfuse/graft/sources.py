@@ -1,8 +1,8 @@
 """Open a source model for grafting without loading it: its config, its tensors by layer, its layout.
 
 Decoder layers are recognised by their tensor names, ``<prefix>layers.<i>.<rest>`` (``model.layers.3.
-self_attn.q_proj.weight``); the input embeddings by asking transformers (on the meta device, no
-memory) which parameter is the model's input embedding. A model whose tensors do not follow that
+self_attn.q_proj.weight``); the input embeddings by naming convention for the common decoder families
+(``layout.py``), else by asking transformers (on the meta device, no memory) which parameter it is. A model whose tensors do not follow that
 layout is refused with a message, never grafted into garbage.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from lmfuse.core.checkpoint import CheckpointReader
 from lmfuse.core.loading import resolve_model_path
 from lmfuse.errors import LmfuseError, ModelNotFoundError
+from lmfuse.graft.layout import conventional_layout
 
 LAYER_NAME = re.compile(r"^(?P<prefix>(?:.+\.)?layers)\.(?P<idx>\d+)\.(?P<rest>.+)$")
 
@@ -38,6 +39,8 @@ class SourceModel:
     """Non-layer tensors that are the input embeddings (from the embeddings model)."""
     other_names: list[str] = field(default_factory=list)
     """Every other non-layer tensor: final norm, ``lm_head``... (from the head model)."""
+    head_name: str | None = None
+    """The ``lm_head`` parameter's name when known from the naming convention (``layout.py``)."""
 
     @property
     def num_layers(self) -> int:
@@ -125,8 +128,9 @@ def open_source(name: str) -> SourceModel:
             f"for i = 0..{(n or 1) - 1} under one prefix, found prefixes {sorted(prefixes) or 'none'} and "
             f"layer indices {sorted(layers)[:8]}{'...' if len(layers) > 8 else ''}"
         )
+    layout = conventional_layout(str(config["model_type"]), set(names))
     try:
-        embed = set(input_embedding_names(config))
+        embed = set(layout[0] if layout else input_embedding_names(config))
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for unknown configs
         raise LmfuseError(
             f"model {name!r}: transformers cannot build model_type {config['model_type']!r} "
@@ -136,7 +140,8 @@ def open_source(name: str) -> SourceModel:
     if not embed_names:
         raise LmfuseError(f"model {name!r}: no input-embedding tensor (expected one of {sorted(embed)})")
     other = [t for t in rest if t not in embed]
-    return SourceModel(name, directory, config, reader, prefixes.pop(), layers, embed_names, other)
+    head_name = layout[1] if layout else None
+    return SourceModel(name, directory, config, reader, prefixes.pop(), layers, embed_names, other, head_name)
 
 
 def layer_signature(src: SourceModel, layer: int) -> dict[str, tuple[tuple[int, ...], str]]:
