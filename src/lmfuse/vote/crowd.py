@@ -19,6 +19,7 @@ winner has the highest score. Rules, all deliberate:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ import numpy as np
 
 from lmfuse.errors import ConfigError, InputDataError
 from lmfuse.vote.combine import NORMALIZE, combine
-from lmfuse.vote.similarity import AnswerMatch, Similarity, get_similarity
+from lmfuse.vote.prune import prune_groups
+from lmfuse.vote.rouge import token_ids
+from lmfuse.vote.similarity import AnswerMatch, CharRougeL, Similarity, WordRougeL, get_similarity
 
 SimilaritySpec = str | Similarity | Callable[[str, str], float]
 
@@ -55,6 +58,12 @@ class VoteResult:
     """Candidates with no extractable answer (never winners)."""
     components: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     """Raw ``(n, n)`` matrix of each similarity, by name."""
+    bounds: list[int] = field(default_factory=list)
+    """``prune=True``: candidates proven unable to win, whose ``scores`` are upper bounds (their
+    uncomputed pairs are NaN in ``matrix``); every other score is exact."""
+    pairs_computed: int | None = None
+    """``prune=True``: distinct pairs whose LCS was computed, of ``pairs_total``."""
+    pairs_total: int | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no matrices)."""
@@ -62,6 +71,8 @@ class VoteResult:
         out.update(tie=self.tie, tied=self.tied)
         if self.answers is not None:
             out.update(answers=self.answers, unparsed=self.unparsed)
+        if self.pairs_total is not None:
+            out.update(bounds=self.bounds, pairs_computed=self.pairs_computed, pairs_total=self.pairs_total)
         return out
 
 
@@ -93,10 +104,16 @@ def _check_weights(weights: Sequence[float] | None, n: int, what: str) -> list[f
     return [float(x) for x in w]
 
 
+@functools.lru_cache(maxsize=32)
+def _named(name: str) -> Similarity:
+    """A registered similarity with default options, built once (``vote`` in a loop pays it once)."""
+    return get_similarity(name)
+
+
 def _similarities(similarity, weights, normalize) -> tuple[list[Similarity], list[float], str]:
     single = isinstance(similarity, (str, Similarity)) or callable(similarity)
     specs = [similarity] if single or not isinstance(similarity, Sequence) else list(similarity)
-    sims = [get_similarity(s) for s in specs]
+    sims = [_named(s) if isinstance(s, str) else get_similarity(s) for s in specs]
     if not sims:
         raise ConfigError("similarity: expected at least one similarity, found an empty list")
     sim_weights = _check_weights(weights, len(sims), "similarity weights")
@@ -156,6 +173,26 @@ def _result(group, matrix, components, cand_w, answers, tie_tol) -> VoteResult:
     return VoteResult(index, text, scores, matrix, margin, tie, tied, answers, unparsed, components)
 
 
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _bar(total: int, progress: bool):
+    """A tqdm bar, or (no progress: ``vote`` in a loop) a no-op without tqdm's set-up cost."""
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="q", desc="voting", delay=0.5)
+
+
 def vote_batch(
     candidate_sets: Sequence[Sequence[str]],
     similarity: SimilaritySpec | Sequence[SimilaritySpec] = "char_rouge_l",
@@ -166,8 +203,14 @@ def vote_batch(
     tie_tol: float = 1e-9,
     chunk_size: int = 1024,
     progress: bool = False,
+    prune: bool = False,
 ) -> list[VoteResult]:
     """Vote over many questions; each distinct text is tokenised/encoded once per chunk of questions.
+
+    ``prune`` (a single ``char_rouge_l`` or ``word_rouge_l`` similarity): skip the LCS of candidates
+    proven unable to win (``prune.py``); same winners, ties and exact scores for every candidate that
+    can win; the others' scores are upper bounds listed in ``bounds``, and ``margin`` is then a lower
+    bound of the true margin. Default: exact all-pairs.
 
     ``similarity``: a name, a ``Similarity``, ``f(a, b) -> float``, or a list of them combined with
     ``weights`` after per-question ``normalize`` (``zscore`` default when several, ``rank``, ``none``).
@@ -180,14 +223,20 @@ def vote_batch(
         raise ConfigError(
             f"candidate_weights: expected {len(candidate_sets)} entries, found {len(candidate_weights)}"
         )
-    from tqdm.auto import tqdm
-
+    if prune:
+        _check_prunable(sims, method)
     results: list[VoteResult] = []
     # delay: short runs finish before any bar is drawn.
-    with tqdm(total=len(candidate_sets), disable=not progress, unit="q", desc="voting", delay=0.5) as bar:
+    with _bar(len(candidate_sets), progress) as bar:
         for start in range(0, len(candidate_sets), chunk_size):
             chunk = [list(g) for g in candidate_sets[start : start + chunk_size]]
             uniques, inverses = zip(*(_distinct(g) for g in chunk), strict=True)
+            if prune:
+                results += _pruned_chunk(
+                    sims[0], chunk, uniques, inverses, start, candidate_weights, tie_tol, len(candidate_sets)
+                )
+                bar.update(len(chunk))
+                continue
             per_sim = [_expand(s, uniques, inverses) for s in sims]
             for q, group in enumerate(chunk):
                 mats = [m[q] for m in per_sim]
@@ -203,6 +252,40 @@ def vote_batch(
     return results
 
 
+def _check_prunable(sims: list[Similarity], method: str) -> None:
+    if len(sims) != 1 or not isinstance(sims[0], (CharRougeL, WordRougeL)) or method != "none":
+        names = "+".join(s.name for s in sims)
+        raise ConfigError(f"prune: needs one char_rouge_l or word_rouge_l similarity, found {names}")
+
+
+def _pruned_chunk(
+    sim, chunk, uniques, inverses, start, candidate_weights, tie_tol, n_sets
+) -> list[VoteResult]:
+    """Vote over one chunk with ``prune``: bounds first, LCS only where a candidate can still win."""
+    weights, mult, min_w = [], [], []
+    for q, (group, inv) in enumerate(zip(chunk, inverses, strict=True)):
+        cw = candidate_weights[start + q] if candidate_weights is not None else None
+        where = "candidate weights" + (f" of question {start + q}" if n_sets > 1 else "")
+        w = np.asarray(_check_weights(cw, len(group), where))
+        k = int(inv.max()) + 1
+        weights.append(w)
+        mult.append(np.bincount(inv, weights=w, minlength=k))
+        lightest = np.full(k, np.inf)
+        np.minimum.at(lightest, inv, w)
+        min_w.append(lightest)
+    texts = list(uniques) if isinstance(sim, CharRougeL) else token_ids(uniques, sim.tokenize)
+    out = []
+    for q, p in enumerate(prune_groups(texts, mult, min_w, tie_tol, sim.workers)):
+        group, inv = chunk[q], inverses[q]
+        bounded = np.where(np.isnan(p.matrix), p.upper, p.matrix)[np.ix_(inv, inv)]
+        r = _result(group, bounded, {}, list(weights[q]), None, tie_tol)
+        r.matrix = p.matrix[np.ix_(inv, inv)]
+        r.bounds = [i for i in range(len(group)) if p.pruned[inv[i]]]
+        r.pairs_computed, r.pairs_total = p.computed, p.total
+        out.append(r)
+    return out
+
+
 def vote(
     candidates: Sequence[str],
     similarity: SimilaritySpec | Sequence[SimilaritySpec] = "char_rouge_l",
@@ -211,11 +294,13 @@ def vote(
     normalize: str | None = None,
     candidate_weights: Sequence[float] | None = None,
     tie_tol: float = 1e-9,
+    prune: bool = False,
 ) -> VoteResult:
     """Pick the candidate most similar to all others (see the module docstring for every rule)."""
     if isinstance(candidates, str) or not isinstance(candidates, Sequence):
         raise InputDataError(f"expected a list of candidate strings, found {type(candidates).__name__}")
     cw = None if candidate_weights is None else [candidate_weights]
     return vote_batch(
-        [candidates], similarity, weights, normalize=normalize, candidate_weights=cw, tie_tol=tie_tol
-    )[0]
+        [candidates], similarity, weights, normalize=normalize, candidate_weights=cw, tie_tol=tie_tol,
+        prune=prune,
+    )[0]  # fmt: skip

@@ -33,6 +33,8 @@ _UNSPACED = re.compile(
     "\uf900-\ufaff\U00020000-\U0003134f]"
 )
 _ROUGE_SCORE_WORD = re.compile(r"[a-z0-9]+")
+SMALL_BATCH = 512
+"""Fewer pairs than this run on the calling thread (``vote`` on one question: 28 pairs for 8)."""
 
 
 @functools.cache
@@ -91,6 +93,8 @@ def pair_lcs(a: Sequence[Sequence], b: Sequence[Sequence], workers: int = -1) ->
 
     if not a:
         return np.zeros(0, dtype=np.int64)
+    if len(a) < SMALL_BATCH:  # one question: starting a thread pool costs more than it saves
+        workers = 1
     lcs = process.cpdist(a, b, scorer=LCSseq.similarity, processor=None, dtype=np.int64, workers=workers)
     return np.asarray(lcs, dtype=np.int64)
 
