@@ -11,6 +11,10 @@ Three measurements in one run:
    pairs (slow: ~0.1-0.7 s a pair), winners and values compared, per-pair ratio.
 3. **throughput**: ``--questions`` questions x 8 candidates of ~1,000 characters voted by lmfuse
    alone (target: 10,000 questions in under 10 s on 2 cores).
+4. **percall**: ``--percall-questions`` of the same kind, ``vote`` called once per question against one
+   ``vote_batch``; CPU seconds of each and their ratio (issue 16: near 1).
+5. **prune**: the throughput workload with ``prune=True`` against all pairs: CPU seconds, share of
+   pairs computed, identical winners and ties, bit-identical scores for every candidate that can win.
 
 Absolute times on shared machines are noise; the ratios are measured on the same inputs in one run.
 
@@ -30,9 +34,9 @@ import time
 
 import numpy as np
 
-from lmfuse.vote import vote_batch
+from lmfuse.vote import vote, vote_batch
 
-PARTS = ("winners", "long", "throughput")
+PARTS = ("winners", "long", "throughput", "percall", "prune")
 
 
 def make_sets(rng: np.random.Generator, n_sets: int, lo: int, hi: int, n: int = 8) -> list[list[str]]:
@@ -171,6 +175,37 @@ def throughput(rng: np.random.Generator, questions: int) -> dict:
             "load_avg_1min": os.getloadavg()[0]}  # fmt: skip
 
 
+def percall(rng: np.random.Generator, questions: int) -> dict:
+    sets = make_sets(rng, questions, 900, 1100)
+    cpu = time.process_time()
+    loop = [vote(s) for s in sets]
+    loop_cpu, cpu = time.process_time() - cpu, time.process_time()
+    batch = vote_batch(sets)
+    batch_cpu = time.process_time() - cpu
+    same = all(a.index == b.index and a.scores == b.scores for a, b in zip(loop, batch, strict=True))
+    return {"name": "percall", "questions": questions, "vote_loop_cpu_s": loop_cpu, "vote_batch_cpu_s": batch_cpu,
+            "vote_ms_per_call": 1e3 * loop_cpu / questions, "batch_ms_per_question": 1e3 * batch_cpu / questions,
+            "ratio": loop_cpu / batch_cpu, "winners_identical": same}  # fmt: skip
+
+
+def prune(rng: np.random.Generator, questions: int) -> dict:
+    sets = make_sets(rng, questions, 900, 1100)
+    cpu = time.process_time()
+    full = vote_batch(sets)
+    full_cpu, cpu = time.process_time() - cpu, time.process_time()
+    pruned = vote_batch(sets, prune=True)
+    pruned_cpu = time.process_time() - cpu
+    same = all((a.index, a.tied) == (b.index, b.tied) for a, b in zip(full, pruned, strict=True))
+    exact = all(
+        all(a.scores[i] == b.scores[i] for i in range(len(a.scores)) if i not in b.bounds)
+        for a, b in zip(full, pruned, strict=True)
+    )
+    share = sum(r.pairs_computed for r in pruned) / sum(r.pairs_total for r in pruned)
+    return {"name": "prune", "questions": questions, "all_pairs_cpu_s": full_cpu, "prune_cpu_s": pruned_cpu,
+            "share_of_pairs_computed": share, "winners_identical": same, "values_bit_identical": exact,
+            "speedup": full_cpu / pruned_cpu}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
@@ -178,12 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short", type=int, nargs=2, default=[200, 200], metavar=("MIN", "MAX"))
     p.add_argument("--long-sets", type=int, default=2, help="sets of 1,000-2,000 characters")
     p.add_argument("--questions", type=int, default=10_000, help="throughput: questions of 8 x ~1,000 chars")
+    p.add_argument("--percall-questions", type=int, default=1000, help="percall: questions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
     args = p.parse_args(argv)
     if args.smoke:
         args.sets, args.short, args.long_sets, args.questions = 20, [50, 120], 1, 200
+        args.percall_questions = 50
     rng = np.random.default_rng(args.seed)
     vote_batch([["warm", "up"]])  # imports and first-call costs stay out of the timings
     rows = []
@@ -194,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(compare("long", make_sets(rng, args.long_sets, lo, hi)))
     if "throughput" in args.parts:
         rows.append(throughput(rng, args.questions))
+    if "percall" in args.parts:
+        rows.append(percall(rng, args.percall_questions))
+    if "prune" in args.parts:
+        rows.append(prune(rng, args.questions))
     machine = (
         f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, python {platform.python_version()}"
     )

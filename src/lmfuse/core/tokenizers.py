@@ -108,6 +108,9 @@ def token_bytes(tokenizer) -> list[bytes | None]:
     size = max(vocab.values()) + 1 if vocab else 0
     out: list[bytes | None] = [None] * size
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    # Added tokens flagged special but not named in the special-tokens map (Llama-3's reserved tokens,
+    # a converted tiktoken file's <|im_start|>) are special too: never bytes, never in a union.
+    special |= {i for i, t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items() if t.special}
     kinds = _decoder_kinds(tokenizer)
     byte_level = "ByteLevel" in kinds
     metaspace = "Metaspace" in kinds
