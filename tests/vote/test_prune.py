@@ -15,7 +15,24 @@ from lmfuse.vote import vote, vote_batch
 
 def noisy_sets(seed: int, n_sets: int, size: int = 8, length: int = 300) -> list[list[str]]:
     rng = random.Random(seed)
-    words = ["the", "of", "and", "to", "answer", "result", "12", "7", "42", "données", "答案", "是", "😀", "naïve", "sum", "hence"]
+    words = [
+        "the",
+        "of",
+        "and",
+        "to",
+        "answer",
+        "result",
+        "12",
+        "7",
+        "42",
+        "données",
+        "答案",
+        "是",
+        "😀",
+        "naïve",
+        "sum",
+        "hence",
+    ]
     sets = []
     for _ in range(n_sets):
         gold = [rng.choice(words) for _ in range(length // 4)]
@@ -77,13 +94,16 @@ def test_prune_refuses_similarities_it_cannot_bound():
         vote(["a", "b"], ["char_rouge_l", "word_rouge_l"], prune=True)
 
 
-def test_vote_per_call_costs_about_the_batch_cost_per_question():
-    sets = noisy_sets(2, 150, length=1000)
+def test_vote_per_call_overhead_is_small():
+    """The fixed cost of one ``vote`` call (not its LCS): tiny questions, where LCS costs nothing.
+    Before issue 16 a call cost 23x a question of ``vote_batch`` here (565 vs 25 us: a thread pool per
+    call, a tqdm bar, the similarity rebuilt); now ~2.3x. The 1,000-character ratio is in the benchmark."""
+    sets = [[f"q{i} the cat", f"q{i} the hat", "a dog"] for i in range(1000)]
     vote(sets[0])  # first-use set-up (imports) is not per call
 
     def cpu(fn) -> float:
         best = float("inf")
-        for _ in range(3):
+        for _ in range(5):
             start = time.process_time()
             fn()
             best = min(best, time.process_time() - start)
@@ -91,5 +111,18 @@ def test_vote_per_call_costs_about_the_batch_cost_per_question():
 
     loop = cpu(lambda: [vote(s) for s in sets])
     batch = cpu(lambda: vote_batch(sets))
-    # before issue 16: 1.46x on this machine, 4x on the issue's (a thread pool per call, tqdm, options)
-    assert loop < 1.3 * batch, f"vote in a loop {loop:.3f} s vs vote_batch {batch:.3f} s"
+    assert loop < 6 * batch, f"vote in a loop {loop:.3f} s vs vote_batch {batch:.3f} s"
+
+
+def test_cli_prune_writes_bounds_and_the_share(tmp_path, capsys):
+    import json
+
+    from lmfuse.cli import main
+
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"id": 1, "candidates": ["aaaa", "aaab", "zzzz", "aaaa b"]}) + "\n")
+    assert main(["vote", str(data), "-o", str(tmp_path / "o.jsonl"), "--prune", "--no-progress"]) == 0
+    assert "% of pairs computed" in capsys.readouterr().out
+    row = json.loads((tmp_path / "o.jsonl").read_text())
+    exact = vote(["aaaa", "aaab", "zzzz", "aaaa b"])
+    assert row["index"] == exact.index and 2 in row["bounds"] and row["pairs_total"] == 6

@@ -57,6 +57,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="text field of per-model files (default: first of "
         "answer, response, output, text, completion, prediction)",
     )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="rouge similarities: skip the LCS of candidates proven unable to win (same winners; their "
+        "scores become upper bounds, listed in 'bounds')",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip bad lines and list them instead of failing")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.jsonl if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -99,6 +105,8 @@ def _records(questions, results):
         record.update(scores=r.scores, margin=r.margin, tie=r.tie, tied=r.tied)
         if r.answers is not None:
             record.update(answer=None if r.index is None else r.answers[r.index], unparsed=r.unparsed)
+        if r.pairs_total is not None:
+            record.update(bounds=r.bounds, pairs_computed=r.pairs_computed, pairs_total=r.pairs_total)
         yield record
 
 
@@ -122,11 +130,15 @@ def _vote(args: argparse.Namespace) -> int:
         raise InputDataError(f"no valid questions in {', '.join(args.inputs)}")
     results = vote_batch(
         [q.candidates for q in questions], sims, weights, normalize=args.normalize,
-        progress=not args.no_progress,
+        progress=not args.no_progress, prune=args.prune,
     )  # fmt: skip
     count = write_jsonl_atomic(out, _records(questions, results), overwrite=args.overwrite)
     ties = sum(r.tie for r in results)
     names = "+".join(s.name for s in sims)
     skipped = f", {len(bad)} bad line(s) skipped" if bad else ""
-    print(f"voted {count} questions with {names}: {ties} ties{skipped} -> {out}")
+    pruned = ""
+    if args.prune:
+        share = sum(r.pairs_computed for r in results) / max(1, sum(r.pairs_total for r in results))
+        pruned = f", {share:.0%} of pairs computed"
+    print(f"voted {count} questions with {names}: {ties} ties{skipped}{pruned} -> {out}")
     return 0
