@@ -109,8 +109,10 @@ def token_bytes(tokenizer) -> list[bytes | None]:
     out: list[bytes | None] = [None] * size
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     # Added tokens flagged special but not named in the special-tokens map (Llama-3's reserved tokens,
-    # a converted tiktoken file's <|im_start|>) are special too: never bytes, never in a union.
-    special |= {i for i, t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items() if t.special}
+    # a converted tiktoken file's <|im_start|>) are special too: never bytes, never in a union. Byte
+    # fallback pieces <0xNN> are bytes even when a tokenizer registers them as special added tokens.
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special |= {i for i, t in added.items() if t.special and not _BYTE_TOKEN.match(t.content)}
     kinds = _decoder_kinds(tokenizer)
     byte_level = "ByteLevel" in kinds
     metaspace = "Metaspace" in kinds
