@@ -124,10 +124,16 @@ def test_conversion_matches_tiktoken_and_keeps_special_tokens(qwen_tok):
     assert qwen_tok.decode(ids, skip_special_tokens=True) == "user\n2+2?\nassistant\n"
 
 
-def test_byte_aligned_ensemble_at_151k_vocabulary_is_bounded(qwen_member, char_member):
+@pytest.fixture(scope="module")
+def built(qwen_member, char_member):
+    """The byte-aligned ensemble and the seconds its set-up took (token-bytes tables, mapping report)."""
     start = time.perf_counter()
-    ens = Ensemble([qwen_member, char_member], weights=[0.5, 0.5])
-    setup = time.perf_counter() - start
+    ens = Ensemble([qwen_member, char_member], weights=[0.9, 0.1])
+    return ens, time.perf_counter() - start
+
+
+def test_byte_aligned_ensemble_at_151k_vocabulary_is_bounded(built, char_member):
+    ens, setup = built
     assert not ens.shared_vocab and ens.vocab_sizes == [151646, len(char_member[1])]
     report = ens.alignment
     qwen_cov, char_cov = report.members
@@ -144,9 +150,9 @@ def test_byte_aligned_ensemble_at_151k_vocabulary_is_bounded(qwen_member, char_m
     assert per_step < 2.0, f"{per_step:.2f} s per step"
 
 
-def test_chat_template_and_a_second_eos_id_end_generation(qwen_member, char_member):
+def test_chat_template_and_a_second_eos_id_end_generation(built, qwen_member):
     model, _ = qwen_member
-    ens = Ensemble([qwen_member, char_member], weights=[0.9, 0.1])
+    ens, _ = built
     assert {151643, 151645} <= ens.members[0].eos_ids  # both EOS ids of the generation config
     free = ens.generate(["Hi"], max_new_tokens=4, chat=True)
     assert free != [""]  # random weights: no EOS on their own
