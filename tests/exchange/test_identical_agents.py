@@ -60,3 +60,18 @@ def test_moa_warns_about_identical_proposers_in_a_layer():
     assert len(MoA(from_dict(MoAConfig, data)).warnings) == 1
     data["layers"][0][1]["system"] = "T"
     assert MoA(from_dict(MoAConfig, data)).warnings == []
+
+
+def test_cli_prints_the_identical_agents_warning(tmp_path, capsys):
+    import json
+
+    from lmfuse.cli import main
+
+    (tmp_path / "eot.yaml").write_text(
+        "backends: {s: {kind: scripted, replies: {A: 'the answer is 4', B: 'the answer is 4'}}}\n"
+        "agents: [{name: A, backend: s}, {name: B, backend: s}]\ndefault_personas: false\n"
+    )
+    (tmp_path / "q.jsonl").write_text(json.dumps({"id": "q1", "question": "2+2?"}) + "\n")
+    args = ["exchange", "--config", str(tmp_path / "eot.yaml"), "--input", str(tmp_path / "q.jsonl")]
+    assert main([*args, "-o", str(tmp_path / "o.jsonl"), "--no-progress"]) == 0
+    assert "warning: agents A, B share backend 's'" in capsys.readouterr().err
