@@ -87,5 +87,7 @@ def moa_prompt(
     if not references:
         return {"messages": _messages(agent, question)}
     numbered = "\n\n".join(f"[{i + 1}] {r.text}" for i, r in enumerate(references))
-    tail = ' End with "The answer is X" when the question has a short answer.' if final and answer_hint else ""
+    tail = (
+        ' End with "The answer is X" when the question has a short answer.' if final and answer_hint else ""
+    )
     return {"messages": _messages(agent, question, f"{SYNTHESIZE}{tail}\n\nAnswers:\n\n{numbered}")}
