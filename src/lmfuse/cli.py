@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lmfuse {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (UnicodeDecodeError, OSError) as exc:  # an I/O fault is the user's to fix: one line, no traceback
+        from lmfuse.core.faults import describe_fault
+
+        print(f"lmfuse {args.command}: error: {describe_fault(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, UnicodeDecodeError) else 1
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def test_every_bad_line_is_reported_at_once(tmp_path):
     with pytest.raises(InputDataError) as info:
         read_records(f, _parse, "prompt record")
     lines = str(info.value).splitlines()
-    assert lines[0].startswith(f"{f}:2: not valid JSON") and lines[0].endswith("expected a prompt record")
+    assert lines[0].startswith(f"{f}:2:2: not valid JSON") and lines[0].endswith("expected a prompt record")
     assert lines[1] == f'{f}:3: expected an object with a string "prompt", found a list'
     assert lines[2] == f"{f}:4: expected an object with a string \"prompt\", found keys ['text']"
 

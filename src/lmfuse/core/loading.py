@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
-from lmfuse.errors import ConfigError, ModelNotFoundError
+from lmfuse.errors import CheckpointError, ConfigError, ModelNotFoundError
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -119,6 +120,10 @@ def load_model(
         )
     except OSError as exc:
         raise _not_found(text, exc) from None
+    except SafetensorError as exc:
+        from lmfuse.core.checkpoint import corrupt_weights
+
+        raise CheckpointError(corrupt_weights(text, exc)) from None
     return model.to(resolve_device(device)).eval()
 
 

@@ -19,6 +19,7 @@ import torch
 from lmfuse.core.atomic import atomic_output_dir, check_output_dir
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import PROVENANCE_FILE, provenance
+from lmfuse.core.jsonl import read_text
 from lmfuse.errors import ConfigError, InputDataError
 
 LOG_FILE = "train_log.jsonl"
@@ -79,7 +80,7 @@ def read_texts(files: list[str | Path], text_field: str = "text") -> list[str]:
     for f in map(Path, files):
         if not f.is_file():
             raise InputDataError(f"data file not found: {f}")
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(read_text(f, "data file").splitlines(), 1):
             if not line.strip():
                 continue
             if f.suffix != ".jsonl":

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmfuse.core.jsonl import BadRecord, describe, read_records
+from lmfuse.core.jsonl import BadRecord, describe, read_records, read_text
 from lmfuse.errors import InputDataError
 
 
@@ -27,7 +27,7 @@ def read_examples(path: str | Path) -> list[Example]:
         return read_records(path, _record, '{"text": ...} or {"prompt": ..., "completion": ...} record')
     if not path.is_file():
         raise InputDataError(f"data file not found: {path}")
-    examples = [Example(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    examples = [Example(line) for line in read_text(path, "data file").splitlines() if line.strip()]
     if not examples:
         raise InputDataError(f"{path}: no examples (expected JSONL records or non-empty text lines)")
     return examples

@@ -105,6 +105,7 @@ def _records(questions, results):
 def _vote(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lmfuse.core.atomic import check_output_file
     from lmfuse.errors import InputDataError
     from lmfuse.vote import vote_batch
     from lmfuse.vote.io import read_questions, write_jsonl_atomic
@@ -112,8 +113,7 @@ def _vote(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if any(out.resolve() == Path(p).resolve() for p in args.inputs):
         raise InputDataError(f"output {out} is also an input; choose another output path")
-    if out.exists() and not args.overwrite:
-        raise InputDataError(f"output {out} already exists; pass --overwrite to replace it")
+    check_output_file(out, args.overwrite)
     sims, weights = _similarities(args)
     questions, bad = read_questions(args.inputs, args.field, args.skip_bad)
     for b in bad:

@@ -1,0 +1,303 @@
+"""Every command under bad input and faults: exit 1 or 2, one clear line on stderr, no traceback, no
+partial output, every file that was there before byte-for-byte unchanged (issue 15).
+
+Each case builds its inputs in a fresh folder and returns the argv; the run is in-process (``main``)
+unless the fault needs a process of its own (a file-size limit, another process holding the output).
+A full disk is stood in for by ``RLIMIT_FSIZE`` (the write fails with EFBIG, as ENOSPC would), since
+mounting a tiny tmpfs needs privileges a test must not assume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lmfuse.cli import main
+from lmfuse.zoo import path as zoo_path
+
+ROOT = Path(__file__).resolve().parents[1]
+EX = ROOT / "examples"
+BAD = b'{"id": 1, "candidates": ["caf\xe9", "x"]}\n'
+
+
+# ---------------------------------------------------------------- inputs the cases share
+
+
+def _model_copy(tmp: Path, name: str = "base") -> Path:
+    dst = tmp / f"m-{name}"
+    shutil.copytree(zoo_path(name), dst)
+    return dst
+
+
+def _truncated(tmp: Path) -> Path:
+    m = _model_copy(tmp)
+    w = m / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    return m
+
+
+def _empty_weights(tmp: Path) -> Path:
+    m = _model_copy(tmp)
+    (m / "model.safetensors").write_bytes(b"")
+    return m
+
+
+def _garbage_weights(tmp: Path) -> Path:
+    m = _model_copy(tmp)
+    (m / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{notjson" + b"\0" * 64)
+    return m
+
+
+def _prompts(tmp: Path) -> Path:
+    p = tmp / "p.jsonl"
+    p.write_text('{"prompt": "Q: 1+2= A:"}\n')
+    return p
+
+
+def _votes(tmp: Path) -> Path:
+    p = tmp / "v.jsonl"
+    p.write_text('{"id": 1, "candidates": ["a", "a", "b"]}\n')
+    return p
+
+
+def _questions(tmp: Path) -> Path:
+    return Path(shutil.copy(EX / "exchange" / "questions.jsonl", tmp / "q.jsonl"))
+
+
+def _eot(tmp: Path) -> Path:
+    return Path(shutil.copy(EX / "exchange" / "eot_scripted.yaml", tmp / "eot.yaml"))
+
+
+def _moe_recipe(tmp: Path, base: str = "zoo:base") -> Path:
+    p = tmp / "moe.yaml"
+    p.write_text(
+        f"base: {base}\nexperts:\n  - source: zoo:add\n    positive_prompts: ['Q: 1+2= A:']\n"
+        "  - source: zoo:sub\n    positive_prompts: ['Q: 3-1= A:']\nnum_experts_per_tok: 1\n"
+    )
+    return p
+
+
+def _bad_file(tmp: Path, name: str, data: bytes = BAD) -> Path:
+    p = tmp / name
+    p.write_bytes(data)
+    return p
+
+
+def _a_file(tmp: Path) -> Path:
+    f = tmp / "afile"
+    f.write_text("precious\n")
+    return f
+
+
+def _a_dir(tmp: Path) -> Path:
+    d = tmp / "adir"
+    d.mkdir()
+    (d / "keep.txt").write_text("mine\n")
+    return d
+
+
+ENS = ["ensemble", "--model", "zoo:base", "--model", "zoo:add", "--max-new-tokens", "2"]
+EXCH = ["exchange", "--no-progress"]
+
+# ---------------------------------------------------------------- the cases: name -> tmp -> argv
+
+CASES = {
+    # non-UTF-8 input
+    "vote/non-utf8": lambda t: ["vote", str(_bad_file(t, "l.jsonl")), "-o", str(t / "o.jsonl")],
+    "ensemble/non-utf8": lambda t: [
+        *ENS, "--input", str(_bad_file(t, "p.jsonl", b'{"prompt": "caf\xe9"}\n')), "-o", str(t / "o.jsonl"),
+    ],
+    "train/non-utf8": lambda t: [
+        "train", "zoo:base", "--data", str(_bad_file(t, "d.txt", b"ok\ncaf\xe9\n")),
+        "--steps", "1", "--out", str(t / "out"),
+    ],
+    "moe-train-router/non-utf8": lambda t: [
+        "moe", "train-router", "zoo:base", "--data", str(_bad_file(t, "d.txt", b"caf\xe9\n")),
+        "--out", str(t / "out"),
+    ],
+    "exchange/non-utf8-input": lambda t: [
+        *EXCH, "--config", str(_eot(t)), "--input", str(_bad_file(t, "q.jsonl", b'{"question": "\xff"}\n')),
+        "-o", str(t / "r.jsonl"),
+    ],
+    "exchange/non-utf8-recipe": lambda t: [
+        *EXCH, "--config", str(_bad_file(t, "r.yaml", b"max_rounds: 3 # caf\xe9\n")),
+        "--input", str(_questions(t)), "-o", str(t / "r.jsonl"),
+    ],
+    "exchange/non-utf8-resume-file": lambda t: [
+        *EXCH, "--config", str(_eot(t)), "--input", str(_questions(t)),
+        "-o", str(_bad_file(t, "r.jsonl", b'{"id": "q1", "x": "\xff"}\n')),
+    ],
+    "graft/non-utf8-recipe": lambda t: [
+        "graft", "run", str(_bad_file(t, "g.yaml", b"slices: [] # \xe9\n")), str(t / "out"),
+    ],
+    "moe-build/non-utf8-recipe": lambda t: [
+        "moe", "build", str(_bad_file(t, "m.yaml", b"base: zoo:base # \xe9\n")), str(t / "out"),
+    ],
+    # the output's parent is a file
+    "vote/parent-is-file": lambda t: ["vote", str(_votes(t)), "-o", str(_a_file(t) / "o.jsonl")],
+    "ensemble/parent-is-file": lambda t: [
+        *ENS, "--input", str(_prompts(t)), "-o", str(_a_file(t) / "o.jsonl"),
+    ],
+    "graft/parent-is-file": lambda t: ["graft", "dus", "zoo:base", str(_a_file(t) / "o"), "--drop", "1"],
+    "train/parent-is-file": lambda t: [
+        "train", "zoo:base", "--data", str(_prompts(t)), "--steps", "1", "--out", str(_a_file(t) / "o"),
+    ],
+    "moe-build/parent-is-file": lambda t: ["moe", "build", str(_moe_recipe(t)), str(_a_file(t) / "o")],
+    "exchange/parent-is-file": lambda t: [
+        *EXCH, "--config", str(_eot(t)), "--input", str(_questions(t)), "-o", str(_a_file(t) / "r.jsonl"),
+    ],
+    # -o is a directory
+    "vote/output-is-dir": lambda t: ["vote", str(_votes(t)), "-o", str(_a_dir(t)), "--overwrite"],
+    "ensemble/output-is-dir": lambda t: [*ENS, "--input", str(_prompts(t)), "-o", str(_a_dir(t))],
+    "exchange/output-is-dir": lambda t: [
+        *EXCH, "--config", str(_eot(t)), "--input", str(_questions(t)), "-o", str(_a_dir(t)),
+    ],
+    # an existing output without --overwrite, and -o naming the input
+    "ensemble/existing-output": lambda t: [*ENS, "--input", str(_prompts(t)), "-o", str(_a_file(t))],
+    "ensemble/output-is-input": lambda t: [*ENS, "--input", str(_prompts(t)), "-o", str(t / "p.jsonl")],
+    # corrupt weights
+    "ensemble/truncated-weights": lambda t: [
+        "ensemble", "--model", str(_truncated(t)), "--prompt", "hi", "--max-new-tokens", "1",
+    ],
+    "ensemble/empty-weights": lambda t: [
+        "ensemble", "--model", str(_empty_weights(t)), "--prompt", "hi", "--max-new-tokens", "1",
+    ],
+    "graft/truncated-weights": lambda t: ["graft", "dus", str(_truncated(t)), str(t / "o"), "--drop", "1"],
+    "graft/garbage-weights": lambda t: ["graft", "dus", str(_garbage_weights(t)), str(t / "o"), "--drop", "1"],
+    "train/truncated-weights": lambda t: [
+        "train", str(_truncated(t)), "--data", str(_prompts(t)), "--steps", "1", "--out", str(t / "o"),
+    ],
+    "moe-build/truncated-weights": lambda t: [
+        "moe", "build", str(_moe_recipe(t, str(_truncated(t)))), str(t / "o"),
+    ],
+    "zoo-eval/truncated-weights": lambda t: ["zoo", "eval", str(_truncated(t)), "--per-op", "1"],
+}  # fmt: skip
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _is_progress(line: str) -> bool:
+    return "%|" in line or "it/s]" in line or "s/it]" in line
+
+
+def check_clean_failure(code: int, err: str, before: dict[str, bytes], root: Path) -> None:
+    assert code in (1, 2), f"exit {code}; stderr:\n{err}"
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and not _is_progress(ln)]
+    assert len(lines) == 1, f"expected one line on stderr, found {len(lines)}:\n{err}"
+    assert lines[0].startswith("lmfuse ") and ": error: " in lines[0], lines[0]
+    after = snapshot(root)
+    assert after.keys() == before.keys(), f"files added or removed: {after.keys() ^ before.keys()}"
+    changed = [k for k in before if before[k] != after[k]]
+    assert not changed, f"files changed: {changed}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fault_in_process(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = CASES[case](tmp_path)
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    code = main(argv)
+    check_clean_failure(code, capsys.readouterr().err, before, tmp_path)
+
+
+# ---------------------------------------------------------------- faults that need their own process
+
+_LIMITED = textwrap.dedent(
+    """
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+    from lmfuse.cli import main
+    raise SystemExit(main(sys.argv[2:]))
+    """
+)
+
+FULL_DISK = {
+    "graft": lambda t: ["graft", "dus", "zoo:base", str(t / "o"), "--drop", "1"],
+    "vote": lambda t: ["vote", str(_many_votes(t)), "-o", str(t / "o.jsonl"), "--no-progress"],
+    "moe-build": lambda t: ["moe", "build", str(_moe_recipe(t)), str(t / "o")],
+    "exchange": lambda t: [
+        *EXCH, "--config", str(_eot(t)), "--input", str(_questions(t)), "-o", str(t / "r.jsonl"),
+    ],
+}  # fmt: skip
+
+
+def _many_votes(tmp: Path) -> Path:
+    p = tmp / "v.jsonl"
+    p.write_text("".join(f'{{"id": {i}, "candidates": ["{"a" * 100}", "b"]}}\n' for i in range(400)))
+    return p
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.parametrize("case", sorted(FULL_DISK))
+def test_full_disk(case, tmp_path):
+    argv = FULL_DISK[case](tmp_path)
+    before = snapshot(tmp_path)
+    limit = 40_000 if case != "exchange" else 100
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIMITED, str(limit), *argv],
+        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=120,
+    )  # fmt: skip
+    check_clean_failure(proc.returncode, proc.stderr, before, tmp_path)
+    assert "too large" in proc.stderr or "space" in proc.stderr
+
+
+_HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from lmfuse.core.atomic import output_lock
+    with output_lock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(60)
+    """
+)
+
+CONCURRENT = {
+    "vote": (lambda t: t / "o.jsonl", lambda t, o: ["vote", str(_votes(t)), "-o", str(o)]),
+    "graft": (lambda t: t / "o", lambda t, o: ["graft", "dus", "zoo:base", str(o), "--drop", "1"]),
+    "exchange": (
+        lambda t: t / "r.jsonl",
+        lambda t, o: [*EXCH, "--config", str(_eot(t)), "--input", str(_questions(t)), "-o", str(o)],
+    ),
+    "ensemble": (
+        lambda t: t / "o.jsonl",
+        lambda t, o: [*ENS, "--input", str(_prompts(t)), "-o", str(o)],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONCURRENT))
+def test_concurrent_run_fails_clearly(case, tmp_path, capsys):
+    """Another process writing the same output: this run fails at once, the other's work is untouched."""
+    out_of, argv_of = CONCURRENT[case]
+    out = out_of(tmp_path)
+    argv = argv_of(tmp_path, out)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True, env=_env()
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(tmp_path)
+        lock = f".{out.name}.lock"
+        code = main(argv)
+        err = capsys.readouterr().err
+        before.pop(lock, None)
+        check_clean_failure(code, err, {**before, lock: snapshot(tmp_path)[lock]}, tmp_path)
+        assert f"pid {holder.pid}" in err
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.wait(10)
