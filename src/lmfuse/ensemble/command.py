@@ -61,6 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument("--input", metavar="JSONL", help='prompts file: one {"prompt": ...} object per line')
     p.add_argument("-o", "--output", metavar="JSONL", help="with --input: write records + completion here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -92,6 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from lmfuse.core.atomic import check_output_file, same_file
     from lmfuse.ensemble import Ensemble
     from lmfuse.ensemble.prompts import read_prompts, write_completions
     from lmfuse.errors import ConfigError
@@ -100,6 +103,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--input needs -o/--output: where to write the completions (JSONL)")
     if args.output and not args.input:
         raise ConfigError("-o/--output goes with --input; with --prompt completions are printed")
+    if args.output:  # before loading models: a refused output must not cost a run
+        if same_file(args.output, args.input):
+            raise ConfigError(f"-o {args.output} is the --input file; choose another output path")
+        check_output_file(args.output, args.overwrite)
     records = read_prompts(args.input) if args.input else [{"prompt": p} for p in args.prompt]
     ens = Ensemble(
         args.model,
@@ -116,7 +123,11 @@ def _run(args: argparse.Namespace) -> int:
         print(ens.alignment.summary(), file=sys.stderr)
     prompts = [r["prompt"] for r in records]
     with tqdm(
-        total=len(prompts), desc="ensemble", unit="prompt", disable=not args.input, file=sys.stderr
+        total=len(prompts),
+        desc="ensemble",
+        unit="prompt",
+        disable=not args.input or args.no_progress,
+        file=sys.stderr,
     ) as bar:
         completions = ens.generate(
             prompts,
@@ -131,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
             on_prompt=bar.update,
         )
     if args.output:
-        write_completions(args.output, records, completions)
+        write_completions(args.output, records, completions, overwrite=args.overwrite)
         print(f"wrote {len(completions)} completions to {args.output}")
     elif len(completions) == 1:
         print(completions[0])
