@@ -42,6 +42,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from lmfuse.core.atomic import output_lock
     from lmfuse.core.config import load_config
     from lmfuse.exchange import runner
     from lmfuse.exchange.config import EoTConfig, MoAConfig
@@ -58,19 +59,23 @@ def _run(args: argparse.Namespace) -> int:
     )
     source = args.input or f"zoo held-out set, {args.zoo_questions} per operation"
     output = Path(args.output)
+    runner.check_paths(output, [args.input, args.config], args.transcript)
     solver = _solver(args.method, config)  # fails on a missing key or model before anything is written
-    runner.check_recipe(output, config, source, args.overwrite)
-    if args.overwrite and args.transcript:
-        Path(args.transcript).unlink(missing_ok=True)
-    bar = tqdm(total=len(items), desc=args.method, unit="q", disable=args.no_progress, file=sys.stderr)
-    done = runner.answered_ids(output)
-    bar.update(sum(it.id in done for it in items))
-    try:
-        s = runner.run_questions(
-            solver, items, output, args.transcript, args.concurrency, lambda _: bar.update()
-        )
-    finally:
-        bar.close()
+    with output_lock(output):  # a second run on this output fails here, before touching anything
+        if not args.overwrite:
+            runner.answered_ids(output)  # refuses a file that is not a results file
+        runner.check_recipe(output, config, source, args.overwrite)
+        if args.overwrite and args.transcript:
+            Path(args.transcript).unlink(missing_ok=True)
+        done = runner.answered_ids(output)
+        bar = tqdm(total=len(items), desc=args.method, unit="q", disable=args.no_progress, file=sys.stderr)
+        bar.update(sum(it.id in done for it in items))
+        try:
+            s = runner.run_questions(
+                solver, items, output, args.transcript, args.concurrency, lambda _: bar.update()
+            )
+        finally:
+            bar.close()
     acc = f"accuracy {s.accuracy:.3f} on {s.scored}" if s.accuracy is not None else "no expected answers"
     stops = ", ".join(f"{k} {v}" for k, v in sorted(s.stops.items())) or "-"
     print(f"{args.method}: answered {s.answered} of {s.total} ({s.skipped} already in {output}); {acc}")
@@ -79,11 +84,14 @@ def _run(args: argparse.Namespace) -> int:
         f"calls {s.calls}, tokens {s.prompt_tokens} prompt + {s.completion_tokens} completion, "
         f"failed calls {s.failed_calls}, {s.seconds:.1f} s"
     )
-    if s.failed_calls:
+    if s.failed_questions:
         print(
-            f"warning: {s.failed_calls} calls failed after retries; see 'failures' in {output}",
+            f"lmfuse {args.method}: error: {s.failed_calls} calls failed after retries in "
+            f"{s.failed_questions} questions (see 'failures' in {output}); re-run the same command "
+            "to retry those questions",
             file=sys.stderr,
         )
+        return 1
     return 0
 
 
