@@ -55,10 +55,11 @@ def _closed_port() -> int:
 
 def test_calls_to_a_down_server_are_not_stored_as_answered(tmp_path, capsys):
     config = tmp_path / "eot.yaml"
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
     config.write_text(
-        "backends:\n  local: {kind: openai, base_url: 'http://127.0.0.1:%d/v1', timeout: 5, max_retries: 0}\n"
+        f"backends:\n  local: {{kind: openai, base_url: '{url}', timeout: 5, max_retries: 0}}\n"
         "agents:\n  - {name: a, backend: local, model: m}\n  - {name: b, backend: local, model: m}\n"
-        "max_rounds: 1\n" % _closed_port()
+        "max_rounds: 1\n"
     )
     out = tmp_path / "r.jsonl"
     cmd = ["exchange", "--config", str(config), "--input", str(QUESTIONS), "-o", str(out), "--no-progress"]
