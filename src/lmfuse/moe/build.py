@@ -20,6 +20,7 @@ from lmfuse.core.checkpoint import CheckpointReader
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import ExportTensor, export_checkpoint, from_source, provenance
 from lmfuse.core.loading import resolve_dtype, resolve_model_path
+from lmfuse.core.tokenizers import tokenizer_difference
 from lmfuse.errors import ConfigError, IncompatibleModelsError, ModelNotFoundError
 from lmfuse.moe import convert
 from lmfuse.moe.params import moe_param_counts
@@ -77,6 +78,21 @@ def _same_tensors(base: CheckpointReader, other: CheckpointReader, what: str) ->
     return problems
 
 
+def _tokenizer_problems(recipe: BuildRecipe) -> list[str]:
+    """Experts must tokenize exactly as the base does: the MoE keeps the base's embeddings and tokenizer."""
+    sources = [(f"experts[{i}]", e.source) for i, e in enumerate(recipe.experts)]
+    sources += [("shared_expert", recipe.shared_expert.source)] if recipe.shared_expert is not None else []
+    base = resolve_model_path(recipe.base)
+    problems = []
+    for what, source in sources:
+        diff = tokenizer_difference(base, resolve_model_path(source), recipe.base, source)
+        if diff:
+            problems.append(
+                f"{what}: its tokenizer differs from the base's ({diff}); experts must share the base's tokenizer"
+            )
+    return problems
+
+
 def resolve_sources(recipe: BuildRecipe) -> _Sources:
     """Open and validate every input; raise one error listing every problem found."""
     problems = recipe.validate()
@@ -108,6 +124,7 @@ def resolve_sources(recipe: BuildRecipe) -> _Sources:
             )
         else:
             problems += _same_tensors(base, reader, what)
+    problems += _tokenizer_problems(recipe)
     problems += convert.compatibility_problems(arch, base_cfg) if arch else []
     if problems:
         raise IncompatibleModelsError("cannot build the MoE:\n  - " + "\n  - ".join(problems))
