@@ -126,14 +126,31 @@ def clean_stale(target: str | Path) -> list[Path]:
     return removed
 
 
+def read_marker(out: str | Path) -> dict | None:
+    """The ``.lmfuse-output`` record of a directory lmfuse wrote, or ``None``."""
+    try:
+        record = json.loads((Path(out) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("files"), list) else None
+
+
+def mark_in_progress(out: str | Path, files: list[str], folders: list[str], **state) -> None:
+    """Mark ``out`` as an lmfuse output still being written *in place* (a training run's checkpoints and
+    log): it owns ``files`` and everything under ``folders``; ``state`` is kept for a resume."""
+    from lmfuse import __version__
+
+    record = {"lmfuse": __version__, "in_progress": True, "files": files, "folders": folders, **state}
+    atomic_write_text(Path(out) / MARKER, json.dumps(record, indent=1) + "\n")
+
+
 def _foreign_files(out: Path) -> list[str]:
     """Files in ``out`` that its ``.lmfuse-output`` marker does not list (all of them without a marker)."""
-    try:
-        listed = set(json.loads((out / MARKER).read_text(encoding="utf-8"))["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        listed = set()
+    record = read_marker(out) or {"files": []}
+    listed = set(record["files"])
+    folders = tuple(f"{f.rstrip('/')}/" for f in record.get("folders", []))
     present = {str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir()}
-    return sorted(present - listed - {MARKER})
+    return sorted(p for p in present - listed - {MARKER} if not (folders and p.startswith(folders)))
 
 
 def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
+import sys
+import threading
 
 from lmfuse.errors import ConfigError
 
@@ -120,6 +124,27 @@ def graft_handler(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _first_ctrl_c_stops():
+    """The first Ctrl-C asks training to save a checkpoint and stop after this step; a second one aborts."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (checkpoint kept); Ctrl-C again to abort", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def add_train_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
@@ -141,7 +166,15 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPUs that support it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (default 10)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once complete)")
+    p.add_argument(
+        "--save-every", type=int, default=0, metavar="N",
+        help="save a checkpoint in OUT/checkpoints every N steps (default 0: only when stopped by Ctrl-C)",
+    )  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace --out if lmfuse wrote it (an earlier model or an interrupted run) and start again",
+    )  # fmt: skip
     p.set_defaults(func=train_handler)
 
 
@@ -151,9 +184,13 @@ def train_handler(args: argparse.Namespace) -> int:
     config = TrainConfig(
         steps=args.steps, lr=args.lr, batch_size=args.batch_size, seq_len=args.seq_len, packing=args.packing,
         text_field=args.text_field, warmup_steps=args.warmup_steps, seed=args.seed, log_every=args.log_every,
-        dtype=args.dtype, bf16=args.bf16,
+        dtype=args.dtype, bf16=args.bf16, save_every=args.save_every,
     )  # fmt: skip
-    result = train(args.model, args.data, args.out, config, overwrite=args.overwrite, progress=True)
+    with _first_ctrl_c_stops() as stop:
+        result = train(
+            args.model, args.data, args.out, config, overwrite=args.overwrite, progress=True,
+            resume=args.resume, stop=stop,
+        )  # fmt: skip
     print(
         f"wrote {result.out}: {result.steps} steps on {result.examples} examples, loss "
         f"{result.first_loss:.4f} -> {result.last_loss:.4f}; log: {result.log_file}"
