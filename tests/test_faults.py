@@ -61,6 +61,12 @@ def _prompts(tmp: Path) -> Path:
     return p
 
 
+def _text(tmp: Path) -> Path:
+    p = tmp / "d.txt"
+    p.write_text("Q: 1+2= A: 3\n")
+    return p
+
+
 def _votes(tmp: Path) -> Path:
     p = tmp / "v.jsonl"
     p.write_text('{"id": 1, "candidates": ["a", "a", "b"]}\n')
@@ -147,7 +153,7 @@ CASES = {
     ],
     "graft/parent-is-file": lambda t: ["graft", "dus", "zoo:base", str(_a_file(t) / "o"), "--drop", "1"],
     "train/parent-is-file": lambda t: [
-        "train", "zoo:base", "--data", str(_prompts(t)), "--steps", "1", "--out", str(_a_file(t) / "o"),
+        "train", "zoo:base", "--data", str(_text(t)), "--steps", "1", "--out", str(_a_file(t) / "o"),
     ],
     "moe-build/parent-is-file": lambda t: ["moe", "build", str(_moe_recipe(t)), str(_a_file(t) / "o")],
     "exchange/parent-is-file": lambda t: [
@@ -172,13 +178,27 @@ CASES = {
     "graft/truncated-weights": lambda t: ["graft", "dus", str(_truncated(t)), str(t / "o"), "--drop", "1"],
     "graft/garbage-weights": lambda t: ["graft", "dus", str(_garbage_weights(t)), str(t / "o"), "--drop", "1"],
     "train/truncated-weights": lambda t: [
-        "train", str(_truncated(t)), "--data", str(_prompts(t)), "--steps", "1", "--out", str(t / "o"),
+        "train", str(_truncated(t)), "--data", str(_text(t)), "--steps", "1", "--out", str(t / "o"),
     ],
     "moe-build/truncated-weights": lambda t: [
         "moe", "build", str(_moe_recipe(t, str(_truncated(t)))), str(t / "o"),
     ],
     "zoo-eval/truncated-weights": lambda t: ["zoo", "eval", str(_truncated(t)), "--per-op", "1"],
 }  # fmt: skip
+
+
+NOT_UTF8 = "not UTF-8 (byte 0x"
+CANNOT_WRITE = "is a file, not a directory"
+IS_DIR = "is a directory; expected a"
+CORRUPT = "not a valid safetensors file"
+EXPECT = {  # what each case's one line must say: the intended fault, not some other problem
+    **{c: NOT_UTF8 for c in CASES if c.endswith(("non-utf8", "non-utf8-input", "-recipe", "resume-file"))},
+    **{c: CANNOT_WRITE for c in CASES if c.endswith("parent-is-file")},
+    **{c: IS_DIR for c in CASES if c.endswith("output-is-dir")},
+    **{c: CORRUPT for c in CASES if c.endswith("-weights")},
+    "ensemble/existing-output": "already exists; pass --overwrite",
+    "ensemble/output-is-input": "is the --input file",
+}
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -208,7 +228,13 @@ def test_fault_in_process(case, tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     before = snapshot(tmp_path)
     code = main(argv)
-    check_clean_failure(code, capsys.readouterr().err, before, tmp_path)
+    err = capsys.readouterr().err
+    check_clean_failure(code, err, before, tmp_path)
+    assert EXPECT[case] in err
+
+
+def test_every_case_says_what_it_tests():
+    assert set(EXPECT) == set(CASES)
 
 
 # ---------------------------------------------------------------- faults that need their own process
@@ -277,6 +303,11 @@ CONCURRENT = {
         lambda t: t / "o.jsonl",
         lambda t, o: [*ENS, "--input", str(_prompts(t)), "-o", str(o)],
     ),
+    "train": (
+        lambda t: t / "o",
+        lambda t, o: ["train", "zoo:base", "--data", str(_text(t)), "--steps", "1", "--out", str(o)],
+    ),
+    "moe-build": (lambda t: t / "o", lambda t, o: ["moe", "build", str(_moe_recipe(t)), str(o)]),
 }
 
 
@@ -301,3 +332,11 @@ def test_concurrent_run_fails_clearly(case, tmp_path, capsys):
     finally:
         holder.send_signal(signal.SIGTERM)
         holder.wait(10)
+
+
+def test_vote_skip_bad_skips_a_non_utf8_line(tmp_path, capsys):
+    src = tmp_path / "l.jsonl"
+    src.write_bytes(BAD + b'{"id": 2, "candidates": ["a", "a", "b"]}\n')
+    assert main(["vote", str(src), "--skip-bad", "-o", str(tmp_path / "o.jsonl"), "--no-progress"]) == 0
+    assert "l.jsonl:1: column 30: not UTF-8 (byte 0xe9)" in capsys.readouterr().err
+    assert [line.startswith('{"id": 2') for line in (tmp_path / "o.jsonl").read_text().splitlines()] == [True]

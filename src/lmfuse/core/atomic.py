@@ -60,6 +60,7 @@ def output_lock(target: str | Path) -> Iterator[None]:
         finally:
             _held[lock][1] -= 1
         return
+    check_writable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = _acquire(lock, target)
     _held[lock] = [fd, 1]

@@ -176,14 +176,13 @@ def train(
     if problems:
         raise ConfigError(problems, source="train")
     out = Path(out)
-    examples = tokenize(read_texts(data, config.text_field), tokenizer, config.seq_len, config.packing)
-    source = (
-        str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "in-memory model")
-    )
-    with output_lock(out):
-        resume_from = train_state.prepare(out, config, overwrite, resume)
+    with output_lock(out):  # checked before the data, the model and the hours: nothing written yet
+        resume_from = train_state.check(out, config, overwrite, resume)
+        examples = tokenize(read_texts(data, config.text_field), tokenizer, config.seq_len, config.packing)
+        source = str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "in-memory")
         if isinstance(model, str | Path):
             model = load_model(model, dtype=config.dtype, device="cpu")
+        train_state.start(out, config, resume_from)
         losses: list[tuple[int, float]] = []
         trainer = _trainer(model, tokenizer, examples, out, config, progress, losses)
         stopped: list[int] = []

@@ -26,8 +26,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on request; the message says where the checkpoint is and how to resume."""
 
 
-def prepare(out: Path, config: Any, overwrite: bool, resume: bool) -> str | None:
-    """Make ``out`` an in-progress training directory; return the checkpoint to resume from, if any."""
+def check(out: Path, config: Any, overwrite: bool, resume: bool) -> str | None:
+    """Whether training may write ``out`` (nothing is written); the checkpoint to resume from, if any."""
     marker = read_marker(out) if out.is_dir() else None
     in_progress = bool(marker and marker.get("in_progress"))
     if resume:
@@ -38,11 +38,18 @@ def prepare(out: Path, config: Any, overwrite: bool, resume: bool) -> str | None
             "start again"
         )
     check_output_dir(out, overwrite)  # refuses files lmfuse did not write, even with overwrite
+    return None
+
+
+def start(out: Path, config: Any, resume_from: str | None) -> None:
+    """Make ``out`` an in-progress training directory (after ``check``)."""
+    if resume_from is not None:
+        mark_in_progress(out, [LOG_FILE], [CHECKPOINTS], config=dataclasses.asdict(config))
+        return
     if out.exists():
         shutil.rmtree(out)  # only lmfuse's files (checked above); the user asked for --overwrite
     out.mkdir(parents=True)
     mark_in_progress(out, [LOG_FILE], [CHECKPOINTS], config=dataclasses.asdict(config))
-    return None
 
 
 def _resume_point(out: Path, config: Any, marker: dict | None) -> str:
@@ -64,7 +71,6 @@ def _resume_point(out: Path, config: Any, marker: dict | None) -> str:
             f"--resume: {out} has no checkpoint yet (the run stopped before its first save); "
             "start again with --overwrite"
         )
-    mark_in_progress(out, [LOG_FILE], [CHECKPOINTS], config=now)
     return last
 
 
