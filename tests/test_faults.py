@@ -184,7 +184,46 @@ CASES = {
         "moe", "build", str(_moe_recipe(t, str(_truncated(t)))), str(t / "o"),
     ],
     "zoo-eval/truncated-weights": lambda t: ["zoo", "eval", str(_truncated(t)), "--per-op", "1"],
+    # oversize input: refused against the model's context before any work (issue 15, item 14)
+    "ensemble/oversize-prompt": lambda t: [
+        *ENS, "--input", str(_bad_file(t, "p.jsonl", b'{"prompt": "' + b"1+" * 100_000 + b'"}\n')),
+        "-o", str(t / "o.jsonl"),
+    ],
+    "ensemble/over-max-input-tokens": lambda t: [*ENS, "--prompt", "Q: 12+34= A:", "--max-input-tokens", "3"],
+    "moe-train-router/oversize-example": lambda t: [
+        "moe", "train-router", str(_tiny_moe()), "--data", str(_bad_file(t, "d.txt", b"1" * 5_000_000)),
+        "--out", str(t / "o"),
+    ],
+    "moe-inspect/oversize-example": lambda t: [
+        "moe", "inspect", str(_tiny_moe()), "--data", str(_bad_file(t, "d.txt", b"Q: 1+1= A: 2 " * 20)),
+    ],
+    # arguments this machine or command cannot honour, before any work (item 13, 18)
+    "ensemble/device-cuda-without-gpu": lambda t: [*ENS, "--prompt", "hi", "--device", "cuda:7", "--device", "cpu"],
+    "ensemble/device-foo": lambda t: [*ENS, "--prompt", "hi", "--device", "foo", "--device", "cpu"],
+    "graft/plot-bad-suffix": lambda t: ["graft", "dus", "zoo:base", str(t / "o"), "--drop", "1", "--plot", "p.xyz"],
+    "moe-inspect/plot-bad-suffix": lambda t: ["moe", "inspect", "zoo:base", "--data", str(_text(t)), "--plot", "p.xyz"],
+    "demo/per-op-0": lambda t: ["demo", "--per-op", "0"],
+    "demo/only-unknown": lambda t: ["demo", "--only", "foo"],
+    "zoo-eval/per-op-0": lambda t: ["zoo", "eval", "base", "--per-op", "0"],
+    "exchange/zoo-questions-negative": lambda t: [
+        *EXCH, "--config", str(_eot(t)), "--zoo-questions", "-1", "-o", str(t / "r.jsonl"),
+    ],
 }  # fmt: skip
+
+
+_MOE: list[Path] = []
+
+
+def _tiny_moe() -> Path:
+    """A small MoE built once per session (from the zoo), for the moe inspect / train-router cases."""
+    if not _MOE:
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="lmfuse-faults-moe-")) / "moe"
+        recipe = _moe_recipe(out.parent)
+        assert main(["moe", "build", str(recipe), str(out)]) == 0
+        _MOE.append(out)
+    return _MOE[0]
 
 
 NOT_UTF8 = "not UTF-8 (byte 0x"
@@ -197,6 +236,15 @@ EXPECT = {  # what each case's one line must say: the intended fault, not some o
     **{c: IS_DIR for c in CASES if c.endswith("output-is-dir")},
     **{c: CORRUPT for c in CASES if c.endswith("-weights")},
     "ensemble/existing-output": "already exists; pass --overwrite",
+    **{c: "too long for the model" for c in CASES if "oversize" in c or "max-input" in c},
+    "ensemble/device-cuda-without-gpu": "CUDA device(s); use cpu or auto",
+    "ensemble/device-foo": "device: expected cpu, cuda, cuda:N, mps or auto, found 'foo'",
+    "graft/plot-bad-suffix": "--plot p.xyz: expected a file ending in .png",
+    "moe-inspect/plot-bad-suffix": "--plot p.xyz: expected a file ending in .png",
+    "demo/per-op-0": "per_op: expected 1 to 100 questions per operation, found 0",
+    "demo/only-unknown": "--only: unknown method(s) 'foo'",
+    "zoo-eval/per-op-0": "per_op: expected 1 to 100",
+    "exchange/zoo-questions-negative": "per_op: expected 1 to 100",
     "ensemble/output-is-input": "is the --input file",
 }
 

@@ -10,7 +10,12 @@ COLUMNS = ("all", "add", "sub", "mul")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run every fusion method on the zoo and print an accuracy table")
     p.add_argument("--per-op", type=int, default=50, help="held-out questions per operation (max 100)")
-    p.add_argument("--only", nargs="*", metavar="METHOD", help="only these methods (vote, ensemble, ...)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        metavar="METHOD",
+        help="only these methods: vote, ensemble, graft, moe, exchange (none named: the zoo members only)",
+    )
     p.set_defaults(func=_run)
 
 

@@ -296,3 +296,21 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
+
+
+IMAGE_SUFFIXES = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "eps", "ps", "tif", "tiff")
+
+
+def check_image_path(path: str | Path, option: str = "--plot") -> Path:
+    """A picture's path: a suffix matplotlib writes, in a writable folder; call before the work."""
+    from lmfuse.errors import ConfigError
+
+    path = Path(path)
+    if path.suffix.lower().lstrip(".") not in IMAGE_SUFFIXES:
+        raise ConfigError(
+            f"{option} {path}: expected a file ending in .{', .'.join(IMAGE_SUFFIXES)}, found "
+            f"{path.suffix or 'no suffix'!r}"
+        )
+    _refuse_dir(path)
+    check_writable(path)
+    return path

@@ -35,10 +35,21 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` → first CUDA device if any, else CPU."""
+    """``None``/``"auto"`` → first CUDA device if any, else CPU; a device this machine lacks is a
+    ``ConfigError`` (not a CUDA traceback later)."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: expected cpu, cuda, cuda:N, mps or auto, found {device!r}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            raise ConfigError(f"device {device!r}: this machine has {count} CUDA device(s); use cpu or auto")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use cpu or auto")
+    return dev
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:

@@ -102,11 +102,14 @@ def build_recipe(args: argparse.Namespace):
 
 
 def graft_handler(args: argparse.Namespace) -> int:
+    from lmfuse.core.atomic import check_image_path
     from lmfuse.graft.dryrun import human_bytes, plan_table, plot_plan
     from lmfuse.graft.plan import plan_graft
     from lmfuse.graft.write import graft
 
     shard = parse_size(args.max_shard_size)
+    if args.plot:  # before the model is written: a bad --plot must not leave a model and exit 1
+        check_image_path(args.plot)
     if args.out is None and not args.dry_run:
         raise ConfigError("OUT: an output directory is required (or pass --dry-run)")
     recipe = build_recipe(args)

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+MAX_TOKENS_HELP = "refuse examples longer than N tokens (default: the model's context length)"
+
+
+def _check_examples(args, model, tok, examples) -> None:
+    from lmfuse.core.limits import check_fits, input_limit
+    from lmfuse.errors import ConfigError
+
+    if args.max_input_tokens is not None and args.max_input_tokens < 1:
+        raise ConfigError(f"--max-input-tokens: expected a positive integer, found {args.max_input_tokens}")
+    limit = input_limit(model.config, args.max_input_tokens)
+    check_fits(
+        [e.text for e in examples], tok, limit, lambda i: f"{args.data}: example {i + 1}", what="example"
+    )
+
 
 def add_parser(subparsers) -> None:
     moe = subparsers.add_parser("moe", help="mixture-of-experts: build MoE checkpoints from dense models, "
@@ -31,12 +45,14 @@ def add_parser(subparsers) -> None:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--max-input-tokens", type=int, metavar="N", help=MAX_TOKENS_HELP)
     t.set_defaults(func=_train_router)
 
     i = sub.add_parser("inspect", help="per layer, each expert's share of tokens and the winner per category")
     i.add_argument("model", help="MoE model directory (or zoo:NAME)")
     i.add_argument("--data", required=True, help=".jsonl with 'text' and optional 'category', or text lines")
     i.add_argument("--plot", help="save a layers × experts heat map (PNG) here")
+    i.add_argument("--max-input-tokens", type=int, metavar="N", help=MAX_TOKENS_HELP)
     i.set_defaults(func=_inspect)
 
 
@@ -68,6 +84,7 @@ def _train_router(args: argparse.Namespace) -> int:
     stored = _stored_dtype(args.model)
     model, tok = load_model_and_tokenizer(args.model, dtype="float32")
     _require_moe(model, args.model)
+    _check_examples(args, model, tok, examples)
     cfg = TrainRouterConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     result = train_router(model, tok, examples, cfg, progress=True)
     if stored is not None:
@@ -105,13 +122,17 @@ def _require_moe(model, name: str) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from lmfuse.core.atomic import check_image_path
     from lmfuse.core.loading import load_model_and_tokenizer
     from lmfuse.moe.data import read_examples
     from lmfuse.moe.inspect import inspect_routing, plot_load
 
+    if args.plot:
+        check_image_path(args.plot)
     examples = read_examples(args.data)
     model, tok = load_model_and_tokenizer(args.model, dtype="float32")
     _require_moe(model, args.model)
+    _check_examples(args, model, tok, examples)
     result = inspect_routing(model, tok, examples)
     n_experts = len(result.shares[0])
     print(f"{result.tokens} tokens, {len(examples)} examples; share of routed tokens per expert:")

@@ -34,8 +34,9 @@ def _eval(args: argparse.Namespace) -> int:
     from lmfuse.core.loading import load_model_and_tokenizer
 
     target = args.model if ("/" in args.model or ":" in args.model) else f"zoo:{args.model}"
+    questions = zoo.eval_set(args.per_op)  # a bad --per-op fails before the model loads
     model, tok = load_model_and_tokenizer(target, dtype="float32")
-    result = zoo.evaluate(zoo.hf_generate_fn(model, tok), zoo.eval_set(args.per_op))
+    result = zoo.evaluate(zoo.hf_generate_fn(model, tok), questions)
     print(
         " ".join(f"{k}={v:.3f}" for k, v in result.row().items())
         + f"  ({result.n} questions, {result.seconds:.1f} s)"
