@@ -208,7 +208,24 @@ CASES = {
     "exchange/zoo-questions-negative": lambda t: [
         *EXCH, "--config", str(_eot(t)), "--zoo-questions", "-1", "-o", str(t / "r.jsonl"),
     ],
+    "vote/embedding-model-empty-dir": lambda t: [
+        "vote", str(_votes(t)), "-o", str(t / "o.jsonl"), "--similarity", "embedding",
+        "--embedding-model", str(_empty_dir(t)),
+    ],
+    "vote/embedding-model-causal-lm": lambda t: [
+        "vote", str(_votes(t)), "-o", str(t / "o.jsonl"), "--similarity", "embedding",
+        "--embedding-model", str(_model_copy(t)),
+    ],
+    "vote/answer-regex-without-answer": lambda t: [
+        "vote", str(_votes(t)), "-o", str(t / "o.jsonl"), "--answer-regex", "(\\d+)",
+    ],
 }  # fmt: skip
+
+
+def _empty_dir(tmp: Path) -> Path:
+    d = tmp / "enc"
+    d.mkdir()
+    return d
 
 
 _MOE: list[Path] = []
@@ -245,6 +262,9 @@ EXPECT = {  # what each case's one line must say: the intended fault, not some o
     "demo/only-unknown": "--only: unknown method(s) 'foo'",
     "zoo-eval/per-op-0": "per_op: expected 1 to 100",
     "exchange/zoo-questions-negative": "per_op: expected 1 to 100",
+    "vote/embedding-model-empty-dir": "holds no model (no modules.json or config.json)",
+    "vote/embedding-model-causal-lm": "is a causal language model (LlamaForCausalLM), not a sentence encoder",
+    "vote/answer-regex-without-answer": "--answer-regex applies only with --similarity answer",
     "ensemble/output-is-input": "is the --input file",
 }
 

@@ -86,6 +86,9 @@ def _similarities(args: argparse.Namespace) -> tuple[list, list[float]]:
             problems.append(f"--similarity {spec}: the weight must be a number, e.g. embedding=0.5")
         except ConfigError as exc:
             problems.extend(f"--similarity {spec}: {p}" for p in exc.problems)
+    names = [spec.partition("=")[0] for spec in args.similarity or ["char_rouge_l"]]
+    if args.answer_regex and "answer" not in names:
+        problems.append("--answer-regex applies only with --similarity answer; add --similarity answer")
     if problems:
         raise ConfigError(problems)
     return sims, weights
