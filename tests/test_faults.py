@@ -219,7 +219,25 @@ CASES = {
     "vote/answer-regex-without-answer": lambda t: [
         "vote", str(_votes(t)), "-o", str(t / "o.jsonl"), "--answer-regex", "(\\d+)",
     ],
+    # a model directory missing parts or with broken files (item 16, 18)
+    "ensemble/no-tokenizer": lambda t: ["ensemble", "--model", str(_no_tokenizer(t)), "--prompt", "hi"],
+    "ensemble/malformed-config": lambda t: ["ensemble", "--model", str(_bad_config(t)), "--prompt", "hi"],
+    "ensemble/bare-hub-id": lambda t: ["ensemble", "--model", "gpt2-not-cached", "--prompt", "hi"],
+    "graft/no-tokenizer": lambda t: ["graft", "dus", str(_no_tokenizer(t)), str(t / "o"), "--drop", "1"],
 }  # fmt: skip
+
+
+def _no_tokenizer(tmp: Path) -> Path:
+    m = _model_copy(tmp)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (m / f).unlink()
+    return m
+
+
+def _bad_config(tmp: Path) -> Path:
+    m = _model_copy(tmp)
+    (m / "config.json").write_text("{bad")
+    return m
 
 
 def _empty_dir(tmp: Path) -> Path:
@@ -265,6 +283,10 @@ EXPECT = {  # what each case's one line must say: the intended fault, not some o
     "vote/embedding-model-empty-dir": "holds no model (no modules.json or config.json)",
     "vote/embedding-model-causal-lm": "is a causal language model (LlamaForCausalLM), not a sentence encoder",
     "vote/answer-regex-without-answer": "--answer-regex applies only with --similarity answer",
+    "ensemble/no-tokenizer": "no tokenizer in",
+    "ensemble/malformed-config": "config.json: not valid JSON",
+    "ensemble/bare-hub-id": "is not a local directory and could not be loaded from the Hugging Face cache",
+    "graft/no-tokenizer": "has no tokenizer files, so the output would have none",
     "ensemble/output-is-input": "is the --input file",
 }
 

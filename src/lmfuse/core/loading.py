@@ -63,7 +63,32 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
 
 
 def _is_local(text: str) -> bool:
-    return os.path.isabs(text) or text.startswith((".", "~")) or Path(text).exists() or text.count("/") != 1
+    """A path, not a hub id (``gpt2``, ``org/name``): absolute, ``./``/``~``, existing, or deeper than
+    ``org/name``."""
+    return os.path.isabs(text) or text.startswith((".", "~")) or Path(text).exists() or text.count("/") > 1
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "tokenizer_config.json")
+
+
+def has_tokenizer(directory: str | os.PathLike) -> bool:
+    """Whether a model directory holds tokenizer files (any of ``TOKENIZER_FILES`` or a ``*.model``)."""
+    d = Path(directory)
+    return any((d / f).is_file() for f in TOKENIZER_FILES) or any(d.glob("*.model"))
+
+
+def _check_json(directory: Path, name: str) -> None:
+    """A malformed JSON file in a model directory is named as such, not reported as a missing model."""
+    import json
+
+    f = directory / name
+    if f.is_file():
+        try:
+            json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(
+                f"{f}: not valid JSON ({exc}); repair or re-create the model directory"
+            ) from None
 
 
 def _not_found(text: str, exc: Exception) -> ModelNotFoundError:
@@ -88,6 +113,14 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
     if local and not Path(text).expanduser().is_dir():
         raise _not_found(text, FileNotFoundError(text))
     where = str(Path(text).expanduser()) if local else text
+    if local:
+        _check_json(Path(where), "tokenizer_config.json")
+        _check_json(Path(where), "tokenizer.json")
+        if not has_tokenizer(where):
+            raise CheckpointError(
+                f"no tokenizer in {text!r}: expected one of {', '.join(TOKENIZER_FILES)}; copy the tokenizer "
+                "files of the model it was made from into it"
+            )
     try:
         if local and _plain_tokenizers_backend(Path(where)):
             # transformers 5 maps some model types (e.g. qwen2) to their own tokenizer class even when
@@ -125,6 +158,8 @@ def load_model(
     text = resolve_model_path(name_or_path)
     if _is_local(text) and not (Path(text).expanduser() / "config.json").is_file():
         raise _not_found(text, FileNotFoundError(text))
+    if _is_local(text):
+        _check_json(Path(text).expanduser(), "config.json")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(Path(text).expanduser()) if _is_local(text) else text, dtype=resolve_dtype(dtype), **kwargs
