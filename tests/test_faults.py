@@ -224,7 +224,25 @@ CASES = {
     "ensemble/malformed-config": lambda t: ["ensemble", "--model", str(_bad_config(t)), "--prompt", "hi"],
     "ensemble/bare-hub-id": lambda t: ["ensemble", "--model", "gpt2-not-cached", "--prompt", "hi"],
     "graft/no-tokenizer": lambda t: ["graft", "dus", str(_no_tokenizer(t)), str(t / "o"), "--drop", "1"],
+    # records and recipes with values that would be silently misread (item 17, 18)
+    "ensemble/prompt-not-a-string": lambda t: [
+        *ENS, "--input", str(_bad_file(t, "p.jsonl", b'{"prompt": 5}\n')), "-o", str(t / "o.jsonl"),
+    ],
+    "exchange/question-id-a-list": lambda t: [
+        *EXCH, "--config", str(_eot(t)), "--input", str(_bad_file(t, "q.jsonl", b'{"id": [1], "question": "x"}\n')),
+        "-o", str(t / "r.jsonl"),
+    ],
+    "moa/layer-max-tokens-negative": lambda t: [
+        "moa", "--no-progress", "--config", str(_moa_caps(t)), "--input", str(_questions(t)), "-o", str(t / "r.jsonl"),
+    ],
 }  # fmt: skip
+
+
+def _moa_caps(tmp: Path) -> Path:
+    text = (EX / "exchange" / "moa_scripted.yaml").read_text()
+    p = tmp / "moa.yaml"
+    p.write_text(text.replace("layer_max_tokens: [256, 128]", "layer_max_tokens: [-5, 128]"))
+    return p
 
 
 def _no_tokenizer(tmp: Path) -> Path:
@@ -287,6 +305,9 @@ EXPECT = {  # what each case's one line must say: the intended fault, not some o
     "ensemble/malformed-config": "config.json: not valid JSON",
     "ensemble/bare-hub-id": "is not a local directory and could not be loaded from the Hugging Face cache",
     "graft/no-tokenizer": "has no tokenizer files, so the output would have none",
+    "ensemble/prompt-not-a-string": "found keys ['prompt'] (\"prompt\" is a number)",
+    "exchange/question-id-a-list": 'expected "id" to be a string or an integer, found keys [\'id\'] ("id" is an array)',
+    "moa/layer-max-tokens-negative": "layer_max_tokens[0]: expected >= 1, found -5",
     "ensemble/output-is-input": "is the --input file",
 }
 

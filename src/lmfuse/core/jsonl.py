@@ -27,7 +27,7 @@ def read_records(path: str | Path, parse: Callable[[Any, int], T], what: str) ->
     """Parse every non-blank line of ``path``; ``what`` describes one record for the error messages
     (e.g. ``'{"prompt": ...} record'``). An empty file is an error too."""
     path = Path(path)
-    if not path.is_file():
+    if not readable_file(path):
         raise InputDataError(f"{path}: no such file; expected a JSONL file of {what}s, one per line")
     items: list[T] = []
     problems: list[str] = []
@@ -77,6 +77,24 @@ def read_text(path: str | Path, what: str = "file") -> str:
         ) from None
 
 
-def describe(record: Any) -> str:
-    """Short description of a bad record for messages: its keys, or its type."""
-    return f"keys {sorted(record)}" if isinstance(record, dict) else f"a {type(record).__name__}"
+_JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+               dict: "an object", type(None): "null"}  # fmt: skip
+
+
+def describe(record: Any, *fields: str) -> str:
+    """Short description of a bad record for messages: its keys (and the JSON type of each of ``fields``
+    it has), or its type."""
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}"
+    types = [
+        f'"{f}" is {_JSON_TYPES.get(type(record[f]), type(record[f]).__name__)}'
+        for f in fields
+        if f in record
+    ]
+    return f"keys {sorted(record)}" + (f" ({', '.join(types)})" if types else "")
+
+
+def readable_file(path: str | Path) -> bool:
+    """A file to read: a regular file or a pipe such as bash's ``<(...)``, not a directory."""
+    p = Path(path)
+    return p.exists() and not p.is_dir()

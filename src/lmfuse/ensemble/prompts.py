@@ -14,7 +14,7 @@ def read_prompts(path: str | Path) -> list[dict]:
 
     def parse(record, line: int) -> dict:
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise BadRecord(f'expected an object with a string "prompt", found {describe(record)}')
+            raise BadRecord(f'expected an object with a string "prompt", found {describe(record, "prompt")}')
         return record
 
     return read_records(path, parse, '{"prompt": ...} record')

@@ -66,8 +66,13 @@ def read_questions(path: str | Path) -> list[Item]:
 
     def parse(row, line: int) -> Item:
         if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-            raise BadRecord(f'expected an object with a "question" string, found {describe(row)}')
-        qid = str(row.get("id", f"line-{line}"))
+            raise BadRecord(f'expected an object with a "question" string, found {describe(row, "question")}')
+        raw_id = row.get("id", f"line-{line}")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+            raise BadRecord(
+                f'expected "id" to be a string or an integer, found {describe({"id": raw_id}, "id")}'
+            )
+        qid = str(raw_id)
         if qid in seen:
             raise BadRecord(f"duplicate id {qid!r}; ids must be unique")
         seen.add(qid)

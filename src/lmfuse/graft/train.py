@@ -21,7 +21,7 @@ import torch
 from lmfuse.core.atomic import atomic_output_dir, output_lock
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import PROVENANCE_FILE, provenance
-from lmfuse.core.jsonl import read_text
+from lmfuse.core.jsonl import read_text, readable_file
 from lmfuse.errors import ConfigError, InputDataError
 from lmfuse.graft import train_state
 from lmfuse.graft.train_state import CHECKPOINTS, LOG_FILE
@@ -84,7 +84,7 @@ def read_texts(files: list[str | Path], text_field: str = "text") -> list[str]:
     """Examples from ``.txt`` (one per non-empty line) and ``.jsonl`` files; bad records name file:line."""
     texts: list[str] = []
     for f in map(Path, files):
-        if not f.is_file():
+        if not readable_file(f):
             raise InputDataError(f"data file not found: {f}")
         for i, line in enumerate(read_text(f, "data file").splitlines(), 1):
             if not line.strip():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmfuse.core.atomic import atomic_open
-from lmfuse.core.jsonl import not_utf8, utf8_column
+from lmfuse.core.jsonl import not_utf8, readable_file, utf8_column
 from lmfuse.errors import InputDataError
 
 TEXT_FIELDS = ("answer", "response", "output", "text", "completion", "prediction")
@@ -94,7 +94,7 @@ def _decode(line: bytes) -> str:
 
 def _records(path: Path, text_field: str | None, single: bool, skip_bad: bool, bad: list[BadLine]):
     """Yield (line number, id, candidates, sources) of one file."""
-    if not path.is_file():
+    if not readable_file(path):
         raise InputDataError(f"{path}: no such input file")
     seen: dict[str | int, int] = {}
     with path.open("rb") as fh:
