@@ -451,3 +451,23 @@ def test_vote_skip_bad_skips_a_non_utf8_line(tmp_path, capsys):
     assert main(["vote", str(src), "--skip-bad", "-o", str(tmp_path / "o.jsonl"), "--no-progress"]) == 0
     assert "l.jsonl:1: column 30: not UTF-8 (byte 0xe9)" in capsys.readouterr().err
     assert [line.startswith('{"id": 2') for line in (tmp_path / "o.jsonl").read_text().splitlines()] == [True]
+
+
+def test_every_problem_is_reported_in_one_pass(tmp_path, capsys):
+    """Option, recipe and model problems together, in the flags' own terms (issue 15, item 17)."""
+    dus = ["graft", "dus", "zoo:base", str(tmp_path / "o"), "--drop", "10", "--dtype", "foo"]
+    assert main([*dus, "--max-shard-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-shard-size: expected a size" in err and "--drop 10: expected 1 to 3" in err
+    assert "--dtype: expected one of" in err and "-6" not in err
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("slices:\n  - {model: zoo:base, layers: [0, 9]}\ndtype: foo\n")
+    assert main(["graft", "run", str(recipe), str(tmp_path / "o"), "--max-shard-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "(3 problems)" in err and "[0, 9] is out of range" in err and "dtype: expected" in err
+    moe = tmp_path / "m.yaml"
+    moe.write_text("base: zoo:base\ndtype: foo\nexperts:\n  - source: zoo:nope\n    positive_prompts: [a]\n")
+    assert main(["moe", "build", str(moe), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "dtype: expected one of" in err and "experts[0]: no model directory" in err
+    assert not (tmp_path / "o").exists()

@@ -82,14 +82,35 @@ def _num_layers(model: str) -> int:
         ) from None
 
 
+def _need_out() -> None:
+    raise ConfigError("OUT: an output directory is required (or pass --dry-run)")
+
+
 def build_recipe(args: argparse.Namespace):
     """The recipe a preset or a YAML file describes, with the command-line options applied."""
+    from lmfuse.core.loading import DTYPES
     from lmfuse.graft.recipe import dus_recipe, load_recipe, splice_recipe
 
+    bad_dtype = [f"--dtype: expected one of {', '.join(DTYPES)}, found {args.dtype!r}"] * bool(
+        args.dtype and args.dtype not in DTYPES
+    )
     if args.graft_command == "dus":
-        recipe = dus_recipe(args.model, _num_layers(args.model), args.drop)
+        n = _num_layers(args.model)
+        if not 0 < args.drop < n:
+            raise ConfigError(
+                [f"--drop {args.drop}: expected 1 to {n - 1} ({args.model!r} has {n} layers)"] + bad_dtype
+            )
+        recipe = dus_recipe(args.model, n, args.drop)
     elif args.graft_command == "splice":
-        recipe = splice_recipe(args.a, args.b, _num_layers(args.b), args.first, args.last)
+        na, nb = _num_layers(args.a), _num_layers(args.b)
+        problems = [f"--first {args.first}: expected 1 to {na} ({args.a!r} has {na} layers)"] * (
+            not 0 < args.first <= na
+        ) + [f"--last {args.last}: expected 1 to {nb} ({args.b!r} has {nb} layers)"] * (
+            not 0 < args.last <= nb
+        )
+        if problems:
+            raise ConfigError(problems + bad_dtype)
+        recipe = splice_recipe(args.a, args.b, nb, args.first, args.last)
     else:
         recipe = load_recipe(args.recipe)
     if args.dtype:
@@ -107,12 +128,25 @@ def graft_handler(args: argparse.Namespace) -> int:
     from lmfuse.graft.plan import plan_graft
     from lmfuse.graft.write import graft
 
+    problems: list[str] = []  # every option problem, reported with the recipe's in one pass
+    for check in (
+        lambda: parse_size(args.max_shard_size),
+        lambda: args.plot and check_image_path(args.plot),  # a bad --plot must not come after the model
+        lambda: args.out is None and not args.dry_run and _need_out(),
+    ):
+        try:
+            check()
+        except ConfigError as exc:
+            problems += exc.problems
+    try:
+        recipe = build_recipe(args)
+        if problems:
+            plan_graft(recipe, out=args.out, overwrite=args.overwrite)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
     shard = parse_size(args.max_shard_size)
-    if args.plot:  # before the model is written: a bad --plot must not leave a model and exit 1
-        check_image_path(args.plot)
-    if args.out is None and not args.dry_run:
-        raise ConfigError("OUT: an output directory is required (or pass --dry-run)")
-    recipe = build_recipe(args)
     if args.dry_run:
         plan = plan_graft(recipe, out=args.out, overwrite=args.overwrite)
         print(plan_table(plan))

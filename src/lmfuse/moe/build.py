@@ -21,7 +21,7 @@ from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import ExportTensor, export_checkpoint, from_source, provenance
 from lmfuse.core.loading import resolve_dtype, resolve_model_path
 from lmfuse.core.tokenizers import tokenizer_difference
-from lmfuse.errors import ConfigError, IncompatibleModelsError, ModelNotFoundError
+from lmfuse.errors import ConfigError, IncompatibleModelsError, LmfuseError, ModelNotFoundError
 from lmfuse.moe import convert
 from lmfuse.moe.params import moe_param_counts
 from lmfuse.moe.recipe import MOE_OF_DENSE, BuildRecipe
@@ -61,6 +61,27 @@ def _open(source: str, what: str, problems: list[str]):
     except (OSError, ValueError, ModelNotFoundError) as exc:
         problems.append(f"{what}: cannot read {source!r}: {exc}")
         return None, None
+
+
+def missing_sources(data: object) -> list[str]:
+    """For a recipe that failed to load: the models it names that cannot be found (plain YAML data)."""
+    if not isinstance(data, dict):
+        return []
+    named = [("base", data.get("base"))]
+    experts = data.get("experts") if isinstance(data.get("experts"), list) else []
+    named += [(f"experts[{i}]", e.get("source")) for i, e in enumerate(experts) if isinstance(e, dict)]
+    problems: list[str] = []
+    for what, source in named:
+        if isinstance(source, str):
+            try:
+                found = (Path(resolve_model_path(source)) / "config.json").is_file()
+            except LmfuseError:
+                found = False
+            if not found:
+                problems.append(
+                    f"{what}: no model directory with config.json at {source!r} (a path or zoo:NAME)"
+                )
+    return problems
 
 
 def _same_tensors(base: CheckpointReader, other: CheckpointReader, what: str) -> list[str]:

@@ -57,11 +57,17 @@ def add_parser(subparsers) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from lmfuse.core.config import load_config
-    from lmfuse.moe.build import build_moe
+    from lmfuse.core.config import load_config, load_yaml
+    from lmfuse.errors import ConfigError
+    from lmfuse.moe.build import build_moe, missing_sources
     from lmfuse.moe.recipe import BuildRecipe
 
-    recipe = load_config(BuildRecipe, args.recipe)
+    try:
+        recipe = load_config(BuildRecipe, args.recipe)
+    except ConfigError as exc:  # also name the models that cannot be found: every problem in one pass
+        raise ConfigError(
+            exc.problems + missing_sources(load_yaml(args.recipe)), source=args.recipe
+        ) from None
     result = build_moe(recipe, args.out, overwrite=args.overwrite, progress=True)
     print(f"built {result.architecture} with {result.num_experts} experts (top-{result.num_experts_per_tok}) "
           f"at {result.out} in {result.seconds:.1f} s")  # fmt: skip
