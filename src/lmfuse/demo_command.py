@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    print(f"accuracy on {args.per_op} held-out questions per operation (`lmfuse zoo list` shows 100)")
     print(f"{'model / method':<34}" + "".join(f"{c:>6}" for c in COLUMNS) + f"{'time':>8}  note")
 
     def show(row) -> None:

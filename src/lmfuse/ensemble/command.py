@@ -67,14 +67,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="refuse prompts longer than N tokens (default: each member's context length minus --max-new-tokens)",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0: off)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the K likeliest (default 0: off)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, help="makes sampling reproducible")
     p.add_argument("--chat", action="store_true", help="wrap prompts in each member's chat template")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together (default 16)")
     p.add_argument(
         "--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto (as saved)"
     )
@@ -151,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.output:
         write_completions(args.output, records, completions, overwrite=args.overwrite)
-        print(f"wrote {len(completions)} completions to {args.output}")
+        n = len(completions)
+        print(f"wrote {n} completion{'s' * (n != 1)} to {args.output}")
     elif len(completions) == 1:
         print(completions[0])
     else:  # completions may span lines: one JSON object per prompt keeps them apart

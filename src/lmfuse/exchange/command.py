@@ -11,7 +11,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ("exchange", "Exchange-of-Thought: agents re-solve each question after reading their peers"),
         ("moa", "Mixture-of-Agents: layers of proposers, then an aggregator"),
     ):
-        p = sub.add_parser(name, help=help_text)
+        description = (
+            f"{help_text}. Backends and agents come from a YAML recipe; results are appended to -o as each "
+            "question finishes, so re-running the same command resumes (questions whose calls failed are "
+            "retried; the exit code is 1 while any did)."
+        )
+        p = sub.add_parser(name, help=help_text, description=description)
         p.add_argument("--config", required=True, help="YAML recipe (see examples/exchange/)")
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--input", help='question JSONL: {"id": ..., "question": ..., "answer": optional}')

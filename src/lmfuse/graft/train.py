@@ -202,7 +202,7 @@ def train(
 
 
 def _trainer(model, tokenizer, examples, out: Path, config: TrainConfig, progress: bool, losses):
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     save = {"save_strategy": "steps", "save_steps": config.save_every} if config.save_every else {}
@@ -221,4 +221,20 @@ def _trainer(model, tokenizer, examples, out: Path, config: TrainConfig, progres
     )  # fmt: skip
     if not progress:  # without a bar Trainer prints every log dict; the JSONL log has them
         trainer.remove_callback(PrinterCallback)
+    else:  # the bar's own log lines are dicts of formatted strings ({'loss': '2.345'}): print numbers
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_progress_with_loss_lines())
     return trainer
+
+
+def _progress_with_loss_lines():
+    from transformers import ProgressCallback
+
+    class LossLines(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+                lr = logs.get("learning_rate")
+                extra = f", lr {lr:.3g}" if isinstance(lr, int | float) else ""
+                self.training_bar.write(f"step {state.global_step}: loss {float(logs['loss']):.4f}{extra}")
+
+    return LossLines()

@@ -40,11 +40,11 @@ def add_parser(subparsers) -> None:
         help="training data: .jsonl with 'text' (or 'prompt' + 'completion': learn the completion only), or text lines",
     )
     t.add_argument("--out", required=True, help="where to save the model with trained routers")
-    t.add_argument("--steps", type=int, default=30)
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--steps", type=int, default=30, help="optimizer steps (default 30)")
+    t.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    t.add_argument("--batch-size", type=int, default=16, help="examples per step (default 16)")
+    t.add_argument("--seed", type=int, default=0, help="default 0")
+    t.add_argument("--overwrite", action="store_true", help="replace --out if lmfuse wrote it")
     t.add_argument("--max-input-tokens", type=int, metavar="N", help=MAX_TOKENS_HELP)
     t.set_defaults(func=_train_router)
 
@@ -98,6 +98,7 @@ def _train_router(args: argparse.Namespace) -> int:
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        _write_router_log(tmp, args, cfg, result)
     print(f"trained {result.trained_params:,} router parameters ({result.frozen_params:,} frozen) "
           f"for {len(result.losses)} steps: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
     print(f"saved to {args.out}")
@@ -153,3 +154,17 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {plot_load(result, args.plot)}")
     return 0
+
+
+def _write_router_log(tmp, args: argparse.Namespace, cfg, result) -> None:
+    """The loss per step (``train_log.jsonl``), the settings and the provenance, beside the model."""
+    import json
+
+    from lmfuse.core.config import dump_yaml
+    from lmfuse.core.export import PROVENANCE_FILE, provenance
+
+    rows = [json.dumps({"step": i + 1, "loss": float(loss)}) for i, loss in enumerate(result.losses)]
+    (tmp / "train_log.jsonl").write_text("".join(f"{r}\n" for r in rows))
+    (tmp / "lmfuse_train_router.yaml").write_text(dump_yaml(cfg))
+    record = provenance({"model": str(args.model), "data": str(args.data)}, method="moe train-router")
+    (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")

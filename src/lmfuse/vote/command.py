@@ -131,5 +131,5 @@ def _vote(args: argparse.Namespace) -> int:
     ties = sum(r.tie for r in results)
     names = "+".join(s.name for s in sims)
     skipped = f", {len(bad)} bad line(s) skipped" if bad else ""
-    print(f"voted {count} questions with {names}: {ties} ties{skipped} -> {out}")
+    print(f"voted {count} question{'s' * (count != 1)} with {names}: {ties} ties{skipped} -> {out}")
     return 0

@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _list(args: argparse.Namespace) -> int:
     from lmfuse import zoo
 
+    print("accuracy on the full held-out set (100 questions per operation; `lmfuse demo` uses 50 by default)")
     print(f"{'name':<11} {'all':>5} {'add':>5} {'sub':>5} {'mul':>5}  path")
     for name in zoo.names():
         card = zoo.path(name) / "training.json"
