@@ -367,7 +367,9 @@ FULL_DISK = {
     "exchange": lambda t: [
         *EXCH, "--config", str(_eot(t)), "--input", str(_questions(t)), "-o", str(t / "r.jsonl"),
     ],
+    "ensemble": lambda t: [*ENS, "--input", str(_prompts(t)), "-o", str(t / "o.jsonl"), "--no-progress"],
 }  # fmt: skip
+LIMITS = {"exchange": 100, "ensemble": 20}  # bytes: below what each writes (a recipe, a completion line)
 
 
 def _many_votes(tmp: Path) -> Path:
@@ -384,7 +386,7 @@ def _env() -> dict[str, str]:
 def test_full_disk(case, tmp_path):
     argv = FULL_DISK[case](tmp_path)
     before = snapshot(tmp_path)
-    limit = 40_000 if case != "exchange" else 100
+    limit = LIMITS.get(case, 40_000)
     proc = subprocess.run(
         [sys.executable, "-c", _LIMITED, str(limit), *argv],
         capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=120,
@@ -471,3 +473,46 @@ def test_every_problem_is_reported_in_one_pass(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "dtype: expected one of" in err and "experts[0]: no model directory" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_full_disk_during_train_keeps_the_log_and_no_model(tmp_path):
+    """train: the model fails to save at the end; OUT keeps its in-progress log, nothing looks finished."""
+    out = tmp_path / "t"
+    argv = ["train", "zoo:base", "--data", str(_text(tmp_path)), "--steps", "2", "--seq-len", "16",
+            "--log-every", "1", "--out", str(out)]  # fmt: skip
+    before = snapshot(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIMITED, "40000", *argv],
+        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "file too large" in proc.stderr.strip().splitlines()[-1]
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("t/")} == before
+    assert (out / "train_log.jsonl").is_file() and not (out / "config.json").exists()
+    assert not list(tmp_path.glob(".t.partial-*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+@pytest.mark.parametrize(
+    "argv_of",
+    [
+        lambda t, ro: ["vote", str(_votes(t)), "-o", str(ro / "o.jsonl")],
+        lambda t, ro: [*ENS, "--input", str(_prompts(t)), "-o", str(ro / "o.jsonl")],
+        lambda t, ro: ["graft", "dus", "zoo:base", str(ro / "g"), "--drop", "1"],
+        lambda t, ro: ["train", "zoo:base", "--data", str(_text(t)), "--steps", "1", "--out", str(ro / "t")],
+    ],
+    ids=["vote", "ensemble", "graft", "train"],
+)
+def test_read_only_output_directory(argv_of, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    argv = argv_of(tmp_path, ro)
+    ro.chmod(0o555)
+    try:
+        before = snapshot(tmp_path)
+        code = main(argv)
+        err = capsys.readouterr().err
+        check_clean_failure(code, err, before, tmp_path)
+        assert "is not writable" in err
+    finally:
+        ro.chmod(0o755)

@@ -58,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"lmfuse {args.command}: error: {describe_fault(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UnicodeDecodeError) else 1
+    except Exception as exc:  # safetensors reports a failed write (disk full) as its own error type
+        from lmfuse.core.faults import describe_fault, is_write_fault
+
+        if not is_write_fault(exc):
+            raise
+        print(f"lmfuse {args.command}: error: {describe_fault(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ The CLI catches ``OSError`` and ``UnicodeDecodeError`` that escape a command and
 from __future__ import annotations
 
 import errno
+import re
+import sys
+
+_OS_ERROR = re.compile(r"I/O error: .*\(os error (\d+)\)")
 
 _HINTS = {
     errno.ENOSPC: "no space left on the device; free some space and run again",
@@ -35,4 +39,12 @@ def describe_fault(exc: BaseException) -> str:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         hint = _HINTS.get(exc.errno or -1, exc.strerror or str(exc))
         return f"{where}{hint}".replace("\n", " ")
+    if m := _OS_ERROR.search(str(exc)):
+        return f"writing a weights file failed: {_HINTS.get(int(m[1]), str(exc))}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def is_write_fault(exc: BaseException) -> bool:
+    """A safetensors error that is an operating-system I/O error (disk full, permissions...)."""
+    st = sys.modules.get("safetensors")
+    return st is not None and isinstance(exc, st.SafetensorError) and bool(_OS_ERROR.search(str(exc)))
