@@ -9,6 +9,7 @@ mounting a tiny tmpfs needs privileges a test must not assume.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -352,11 +353,22 @@ def test_every_case_says_what_it_tests():
 
 _LIMITED = textwrap.dedent(
     """
-    import resource, signal, sys
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+    import contextlib, io, json, os, resource, signal, sys, traceback
     from lmfuse.cli import main
-    raise SystemExit(main(sys.argv[2:]))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+    results = {}
+    for name, cwd, limit, argv in json.loads(sys.argv[1]):
+        os.chdir(cwd)
+        err = io.StringIO()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = main(argv)
+        except BaseException:
+            code, _ = -1, err.write(traceback.format_exc())
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        results[name] = [code, err.getvalue()]
+    print(json.dumps(results))
     """
 )
 
@@ -368,6 +380,9 @@ FULL_DISK = {
         *EXCH, "--config", str(_eot(t)), "--input", str(_questions(t)), "-o", str(t / "r.jsonl"),
     ],
     "ensemble": lambda t: [*ENS, "--input", str(_prompts(t)), "-o", str(t / "o.jsonl"), "--no-progress"],
+    "train": lambda t: [
+        "train", "zoo:base", "--data", str(_text(t)), "--steps", "2", "--seq-len", "16", "--out", str(t / "t"),
+    ],
 }  # fmt: skip
 LIMITS = {"exchange": 100, "ensemble": 20}  # bytes: below what each writes (a recipe, a completion line)
 
@@ -382,17 +397,38 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
 
 
-@pytest.mark.parametrize("case", sorted(FULL_DISK))
-def test_full_disk(case, tmp_path):
-    argv = FULL_DISK[case](tmp_path)
-    before = snapshot(tmp_path)
-    limit = LIMITS.get(case, 40_000)
+@pytest.fixture(scope="module")
+def full_disk(tmp_path_factory):
+    """Every FULL_DISK case run under a file-size limit, all in one process (one torch import)."""
+    cases, before = [], {}
+    for name in sorted(FULL_DISK):
+        root = tmp_path_factory.mktemp(name)
+        cases.append([name, str(root), LIMITS.get(name, 40_000), FULL_DISK[name](root)])
+        before[name] = (root, snapshot(root))
     proc = subprocess.run(
-        [sys.executable, "-c", _LIMITED, str(limit), *argv],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=120,
+        [sys.executable, "-c", _LIMITED, json.dumps(cases)],
+        capture_output=True, text=True, env=_env(), timeout=300,
     )  # fmt: skip
-    check_clean_failure(proc.returncode, proc.stderr, before, tmp_path)
-    assert "too large" in proc.stderr or "space" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {name: (*results[name], *before[name]) for name in results}
+
+
+@pytest.mark.parametrize("case", sorted(set(FULL_DISK) - {"train"}))
+def test_full_disk(case, full_disk):
+    code, err, root, before = full_disk[case]
+    check_clean_failure(code, err, before, root)
+    assert "too large" in err or "space" in err
+
+
+def test_full_disk_during_train_keeps_the_log_and_no_model(full_disk):
+    """train: the model fails to save at the end; OUT keeps its in-progress log, nothing looks finished."""
+    code, err, root, before = full_disk["train"]
+    assert code == 1 and "Traceback" not in err, err
+    assert "file too large" in err.strip().splitlines()[-1]
+    assert {k: v for k, v in snapshot(root).items() if not k.startswith("t/")} == before
+    assert (root / "t" / "train_log.jsonl").is_file() and not (root / "t" / "config.json").exists()
+    assert not list(root.glob(".t.partial-*"))
 
 
 _HOLD = textwrap.dedent(
@@ -473,23 +509,6 @@ def test_every_problem_is_reported_in_one_pass(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "dtype: expected one of" in err and "experts[0]: no model directory" in err
     assert not (tmp_path / "o").exists()
-
-
-def test_full_disk_during_train_keeps_the_log_and_no_model(tmp_path):
-    """train: the model fails to save at the end; OUT keeps its in-progress log, nothing looks finished."""
-    out = tmp_path / "t"
-    argv = ["train", "zoo:base", "--data", str(_text(tmp_path)), "--steps", "2", "--seq-len", "16",
-            "--log-every", "1", "--out", str(out)]  # fmt: skip
-    before = snapshot(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-c", _LIMITED, "40000", *argv],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "file too large" in proc.stderr.strip().splitlines()[-1]
-    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("t/")} == before
-    assert (out / "train_log.jsonl").is_file() and not (out / "config.json").exists()
-    assert not list(tmp_path.glob(".t.partial-*"))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
