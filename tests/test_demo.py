@@ -4,7 +4,7 @@ from lmfuse.demo import run_demo
 
 def test_demo_members_rows_match_zoo_evaluate():
     seen = []
-    rows = run_demo(per_op=4, methods=["none"], on_row=seen.append)
+    rows = run_demo(per_op=4, methods=[], on_row=seen.append)
     assert [r.name for r in rows] == zoo.names() and seen == rows
     assert all(r.kind == "member" and set(r.accuracy) == {"all", "add", "sub", "mul"} for r in rows)
     model, tok = zoo.load("base")

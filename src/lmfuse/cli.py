@@ -104,9 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     except LmfuseError as exc:
         print(f"lmfuse {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"lmfuse {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a TrainingInterrupted says where the work was kept
+        print(f"lmfuse {args.command}: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
+    except (UnicodeDecodeError, OSError) as exc:  # an I/O fault is the user's to fix: one line, no traceback
+        from lmfuse.core.faults import describe_fault
+
+        print(f"lmfuse {args.command}: error: {describe_fault(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, UnicodeDecodeError) else 1
+    except Exception as exc:  # safetensors reports a failed write (disk full) as its own error type
+        from lmfuse.core.faults import describe_fault, is_write_fault
+
+        if not is_write_fault(exc):
+            raise
+        print(f"lmfuse {args.command}: error: {describe_fault(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -59,6 +59,13 @@ def run_demo(
     on_row: Callable[[DemoRow], None] | None = None,
 ) -> list[DemoRow]:
     """Evaluate the zoo members, then each method's rows; ``on_row`` sees each row as it is made."""
+    known = [m.split(".")[1] for m in DEMO_MODULES]
+    if unknown := [m for m in methods or [] if m not in known]:
+        from lmfuse.errors import ConfigError
+
+        raise ConfigError(
+            f"--only: unknown method(s) {', '.join(map(repr, unknown))}; expected {', '.join(known)}"
+        )
     ctx = DemoContext(questions=zoo.eval_set(per_op))
     rows: list[DemoRow] = []
 
@@ -74,7 +81,7 @@ def run_demo(
         emit(DemoRow(name, result.row(), result.seconds, kind="member"))
     for module in DEMO_MODULES:
         short = module.split(".")[1]
-        if methods and short not in methods:
+        if methods is not None and short not in methods:  # [] : the members only
             continue
         start = time.perf_counter()
         for row in importlib.import_module(module).demo_rows(ctx):

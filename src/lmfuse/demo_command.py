@@ -10,7 +10,12 @@ COLUMNS = ("all", "add", "sub", "mul")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run every fusion method on the zoo and print an accuracy table")
     p.add_argument("--per-op", type=int, default=50, help="held-out questions per operation (max 100)")
-    p.add_argument("--only", nargs="*", metavar="METHOD", help="only these methods (vote, ensemble, ...)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        metavar="METHOD",
+        help="only these methods: vote, ensemble, graft, moe, exchange (none named: the zoo members only)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -21,6 +26,7 @@ def _run(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    print(f"accuracy on {args.per_op} held-out questions per operation (`lmfuse zoo list` shows 100)")
     print(f"{'model / method':<34}" + "".join(f"{c:>6}" for c in COLUMNS) + f"{'time':>8}  note")
 
     def show(row) -> None:

@@ -94,14 +94,14 @@ def test_atomic_output_dir_failure_leaves_nothing(tmp_path):
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("keep me")
+    with atomic_output_dir(out) as tmp:
+        (tmp / "old.txt").write_text("keep me")
     with pytest.raises(CheckpointError, match="not empty"), atomic_output_dir(out):
         pass
     assert (out / "old.txt").read_text() == "keep me"
     with atomic_output_dir(out, overwrite=True) as tmp:
         (tmp / "new.txt").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".lmfuse-output", "new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     check_output_dir(tmp_path / "empty-or-missing")
 

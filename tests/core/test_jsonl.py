@@ -22,7 +22,7 @@ def test_every_bad_line_is_reported_at_once(tmp_path):
     with pytest.raises(InputDataError) as info:
         read_records(f, _parse, "prompt record")
     lines = str(info.value).splitlines()
-    assert lines[0].startswith(f"{f}:2: not valid JSON") and lines[0].endswith("expected a prompt record")
+    assert lines[0].startswith(f"{f}:2:2: not valid JSON") and lines[0].endswith("expected a prompt record")
     assert lines[1] == f'{f}:3: expected an object with a string "prompt", found a list'
     assert lines[2] == f"{f}:4: expected an object with a string \"prompt\", found keys ['text']"
 
@@ -40,3 +40,31 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n \n")
     with pytest.raises(InputDataError, match="expected at least one prompt record, found none"):
         read_records(tmp_path / "empty.jsonl", _parse, "prompt record")
+
+
+def test_a_pipe_is_read_like_a_file(tmp_path, capsys):
+    """``lmfuse vote <(...)``: bash passes a pipe (/dev/fd/N); it is accepted, not "no such file"."""
+    import os
+    import threading
+
+    from lmfuse.cli import main
+
+    for argv_of in (
+        lambda p: ["vote", str(p), "-o", str(tmp_path / "o.jsonl"), "--no-progress"],
+        lambda p: ["moe", "inspect", "zoo:base", "--data", str(p)],  # reaches the model check: data was read
+    ):
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        writer = threading.Thread(
+            target=fifo.write_text, args=('{"id": 1, "candidates": ["a", "a", "b"]}\n',)
+        )
+        writer.start()
+        code = main(argv_of(fifo))
+        writer.join(10)
+        fifo.unlink()
+        err = capsys.readouterr().err
+        assert "no such" not in err
+        if code == 0:
+            assert (tmp_path / "o.jsonl").read_text().startswith('{"id": 1')
+        else:
+            assert "has no mixture-of-experts blocks" in err, err

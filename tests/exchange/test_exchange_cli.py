@@ -88,12 +88,20 @@ def test_eot_example_runs_resumes_and_refuses_another_recipe(tmp_path, capsys):
 def test_moa_example_flags_the_failed_proposer(tmp_path, capsys):
     out = tmp_path / "m.jsonl"
     cmd = ["moa", "--config", str(EXAMPLES / "moa_scripted.yaml"), "--input", str(QUESTIONS), "-o", str(out)]
-    assert main([*cmd, "--no-progress"]) == 0
+    assert main([*cmd, "--no-progress"]) == 1  # calls failed: the exit code says so
     captured = capsys.readouterr()
-    assert "failed calls 3" in captured.out and "warning: 3 calls failed" in captured.err
+    assert (
+        "failed calls 3" in captured.out
+        and "error: 3 calls failed after retries in 3 questions" in captured.err
+    )
     q1 = rows(out)["q1"]
     assert q1["failures"] == ["layer 0 proposer P3: HTTP 503: simulated outage"]
     assert q1["answers"] == [["85", "75", None], ["85", "85"], ["85"]] and q1["calls"] == 6
+    # issue 15 item 3: a re-run retries the questions whose calls failed instead of skipping them
+    assert main([*cmd, "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "answered 3 of 3 (0 already in" in captured.out
+    assert len(out.read_text().splitlines()) == 3  # replaced, not appended twice
 
 
 def test_bad_inputs_are_reported_with_their_place(tmp_path, capsys):
@@ -111,7 +119,7 @@ def test_bad_inputs_are_reported_with_their_place(tmp_path, capsys):
     assert main(cmd) == 2
     err = capsys.readouterr().err
     assert (
-        f"{bad}:2: not valid JSON" in err
+        f"{bad}:2:1: not valid JSON" in err
         and "duplicate id 'a'" in err
         and f"{bad}:4: expected an object" in err
     )

@@ -147,6 +147,11 @@ def test_refuses_non_empty_output_unless_overwrite(tmp_path, llama_family):
     (out / "keep.txt").write_text("x")
     with pytest.raises(CheckpointError, match="overwrite"):
         build_moe(recipe(base, fts[:2], router_init="random"), out)
+    with pytest.raises(CheckpointError, match="did not write"):  # a user's file: never replaced
+        build_moe(recipe(base, fts[:2], router_init="random"), out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "x"
+    (out / "keep.txt").unlink()
+    build_moe(recipe(base, fts[:2]), out)
     build_moe(recipe(base, fts[:2], router_init="random"), out, overwrite=True)
-    assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    assert (out / "model.safetensors").is_file()
     assert "router_init: random" in (out / "lmfuse_recipe.yaml").read_text()

@@ -75,6 +75,11 @@ def test_train_router_changes_only_the_routers(built, tmp_path, capsys):
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and all(n.endswith("block_sparse_moe.gate.weight") for n in changed)
     assert len(changed) == 2  # both layers' routers moved
+    # issue 15 item 20: the run leaves its loss log, settings and provenance beside the model
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 9)) and all(r["loss"] > 0 for r in log)
+    assert "steps: 8" in (out / "lmfuse_train_router.yaml").read_text()
+    assert json.loads((out / "lmfuse_provenance.json").read_text())["method"] == "moe train-router"
 
 
 def test_train_router_refuses_a_dense_model(llama_family, tmp_path, capsys):

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from lmfuse.errors import CheckpointError
@@ -23,6 +23,21 @@ from lmfuse.errors import CheckpointError
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 DEFAULT_SHARD_BYTES = 2 * 1024**3
+
+
+def open_safetensors(f: str | Path):
+    """``safe_open`` a weights file; an empty, truncated or corrupt file is a ``CheckpointError``."""
+    try:
+        return safe_open(str(f), framework="pt")
+    except SafetensorError as exc:
+        raise CheckpointError(corrupt_weights(f, exc)) from None
+
+
+def corrupt_weights(f: str | Path, exc: Exception) -> str:
+    return (
+        f"{f}: not a valid safetensors file ({exc}); it is empty, truncated or corrupt: "
+        "re-create or re-download the model"
+    )
 
 
 class CheckpointReader:
@@ -66,7 +81,7 @@ class CheckpointReader:
 
     def _names_in(self, f: Path) -> list[str]:
         if f.suffix == ".safetensors":
-            with safe_open(str(f), framework="pt") as h:
+            with open_safetensors(f) as h:
                 return list(h.keys())
         return list(self._load_bin(f).keys())
 
@@ -96,7 +111,7 @@ class CheckpointReader:
         if f.suffix == ".safetensors":
             handle = self._safe.get(f)
             if handle is None:
-                handle = self._safe[f] = safe_open(str(f), framework="pt")
+                handle = self._safe[f] = open_safetensors(f)
             return handle.get_tensor(name)
         return self._load_bin(f)[name]
 
@@ -104,7 +119,7 @@ class CheckpointReader:
         """Shape and dtype of a tensor without reading its data (safetensors only reads the header)."""
         f = self._where[name]
         if f.suffix == ".safetensors":
-            handle = self._safe.get(f) or self._safe.setdefault(f, safe_open(str(f), framework="pt"))
+            handle = self._safe.get(f) or self._safe.setdefault(f, open_safetensors(f))
             sl = handle.get_slice(name)
             return tuple(sl.get_shape()), _SAFE_DTYPES[sl.get_dtype()]
         t = self._load_bin(f)[name]

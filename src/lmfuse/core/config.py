@@ -3,7 +3,9 @@
 ``from_dict(Recipe, data)`` checks types recursively (nested dataclasses, ``list[...]``, ``dict[str, ...]``,
 ``Literal[...]``, ``X | None``), rejects unknown keys with a did-you-mean, and raises one ``ConfigError``
 listing every problem as ``slices[1].layers: expected a list of 2 integers, found 'abc'``. Dataclasses may
-define ``validate(self) -> list[str]`` for cross-field checks; its messages join the same report.
+define ``validate(self) -> list[str]`` for cross-field checks; its messages join the same report. A class
+with ``validate_later = True`` is validated by its caller instead (with the models in hand, so that checks
+needing them are reported in the same pass).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from lmfuse.core.jsonl import read_text
 from lmfuse.errors import ConfigError
 
 T = TypeVar("T")
@@ -29,7 +32,7 @@ def load_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(read_text(path, "recipe"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=str(path)) from None
 
@@ -165,6 +168,6 @@ def _convert_dataclass(cls: Any, value: Any, path: str, problems: list[str]) -> 
         return None
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
-    if callable(check):
+    if callable(check) and not getattr(cls, "validate_later", False):
         problems.extend(f"{path + ': ' if path else ''}{msg}" for msg in check())
     return obj

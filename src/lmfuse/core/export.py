@@ -241,7 +241,7 @@ def write_safetensors(
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="writing", disable=not progress)
     try:
         for shard, fname in zip(shards, names, strict=True):
-            fd = os.open(directory / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(directory / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             try:
                 _write_all(fd, safetensors_header(shard))
                 for t in shard:

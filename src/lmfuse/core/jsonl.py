@@ -27,18 +27,23 @@ def read_records(path: str | Path, parse: Callable[[Any, int], T], what: str) ->
     """Parse every non-blank line of ``path``; ``what`` describes one record for the error messages
     (e.g. ``'{"prompt": ...} record'``). An empty file is an error too."""
     path = Path(path)
-    if not path.is_file():
+    if not readable_file(path):
         raise InputDataError(f"{path}: no such file; expected a JSONL file of {what}s, one per line")
     items: list[T] = []
     problems: list[str] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        where = f"{path}:{n}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{where}:{utf8_column(raw, exc)}: {not_utf8(raw, exc)}")
+            continue
         if not line.strip():
             continue
-        where = f"{path}:{n}"
         try:
             items.append(parse(json.loads(line), n))
         except json.JSONDecodeError as exc:
-            problems.append(f"{where}: not valid JSON ({exc.msg}); expected a {what}")
+            problems.append(f"{where}:{exc.colno}: not valid JSON ({exc.msg}); expected a {what}")
         except BadRecord as exc:
             problems.append(f"{where}: {exc}")
     if problems:
@@ -49,6 +54,47 @@ def read_records(path: str | Path, parse: Callable[[Any, int], T], what: str) ->
     return items
 
 
-def describe(record: Any) -> str:
-    """Short description of a bad record for messages: its keys, or its type."""
-    return f"keys {sorted(record)}" if isinstance(record, dict) else f"a {type(record).__name__}"
+def utf8_column(raw: bytes, exc: UnicodeDecodeError) -> int:
+    """1-based character column of the first bad byte of ``raw``."""
+    return len(raw[: exc.start].decode("utf-8", "replace")) + 1
+
+
+def not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 (byte 0x{raw[exc.start]:02x}); re-encode the file as UTF-8"
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A whole text file as UTF-8; a bad byte raises ``InputDataError`` naming file:line:column."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        col = len(raw[start : exc.start].decode("utf-8", "replace")) + 1
+        raise InputDataError(
+            f"{path}:{line}:{col}: {what} is not UTF-8 (byte 0x{raw[exc.start]:02x}); re-encode it as UTF-8"
+        ) from None
+
+
+_JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+               dict: "an object", type(None): "null"}  # fmt: skip
+
+
+def describe(record: Any, *fields: str) -> str:
+    """Short description of a bad record for messages: its keys (and the JSON type of each of ``fields``
+    it has), or its type."""
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}"
+    types = [
+        f'"{f}" is {_JSON_TYPES.get(type(record[f]), type(record[f]).__name__)}'
+        for f in fields
+        if f in record
+    ]
+    return f"keys {sorted(record)}" + (f" ({', '.join(types)})" if types else "")
+
+
+def readable_file(path: str | Path) -> bool:
+    """A file to read: a regular file or a pipe such as bash's ``<(...)``, not a directory."""
+    p = Path(path)
+    return p.exists() and not p.is_dir()

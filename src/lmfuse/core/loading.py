@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
-from lmfuse.errors import ConfigError, ModelNotFoundError
+from lmfuse.errors import CheckpointError, ConfigError, ModelNotFoundError
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -34,10 +35,21 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` → first CUDA device if any, else CPU."""
+    """``None``/``"auto"`` → first CUDA device if any, else CPU; a device this machine lacks is a
+    ``ConfigError`` (not a CUDA traceback later)."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: expected cpu, cuda, cuda:N, mps or auto, found {device!r}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            raise ConfigError(f"device {device!r}: this machine has {count} CUDA device(s); use cpu or auto")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use cpu or auto")
+    return dev
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
@@ -51,7 +63,32 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
 
 
 def _is_local(text: str) -> bool:
-    return os.path.isabs(text) or text.startswith((".", "~")) or Path(text).exists() or text.count("/") != 1
+    """A path, not a hub id (``gpt2``, ``org/name``): absolute, ``./``/``~``, existing, or deeper than
+    ``org/name``."""
+    return os.path.isabs(text) or text.startswith((".", "~")) or Path(text).exists() or text.count("/") > 1
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "tokenizer_config.json")
+
+
+def has_tokenizer(directory: str | os.PathLike) -> bool:
+    """Whether a model directory holds tokenizer files (any of ``TOKENIZER_FILES`` or a ``*.model``)."""
+    d = Path(directory)
+    return any((d / f).is_file() for f in TOKENIZER_FILES) or any(d.glob("*.model"))
+
+
+def _check_json(directory: Path, name: str) -> None:
+    """A malformed JSON file in a model directory is named as such, not reported as a missing model."""
+    import json
+
+    f = directory / name
+    if f.is_file():
+        try:
+            json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(
+                f"{f}: not valid JSON ({exc}); repair or re-create the model directory"
+            ) from None
 
 
 def _not_found(text: str, exc: Exception) -> ModelNotFoundError:
@@ -76,6 +113,14 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
     if local and not Path(text).expanduser().is_dir():
         raise _not_found(text, FileNotFoundError(text))
     where = str(Path(text).expanduser()) if local else text
+    if local:
+        _check_json(Path(where), "tokenizer_config.json")
+        _check_json(Path(where), "tokenizer.json")
+        if not has_tokenizer(where):
+            raise CheckpointError(
+                f"no tokenizer in {text!r}: expected one of {', '.join(TOKENIZER_FILES)}; copy the tokenizer "
+                "files of the model it was made from into it"
+            )
     try:
         if local and _plain_tokenizers_backend(Path(where)):
             # transformers 5 maps some model types (e.g. qwen2) to their own tokenizer class even when
@@ -113,12 +158,18 @@ def load_model(
     text = resolve_model_path(name_or_path)
     if _is_local(text) and not (Path(text).expanduser() / "config.json").is_file():
         raise _not_found(text, FileNotFoundError(text))
+    if _is_local(text):
+        _check_json(Path(text).expanduser(), "config.json")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(Path(text).expanduser()) if _is_local(text) else text, dtype=resolve_dtype(dtype), **kwargs
         )
     except OSError as exc:
         raise _not_found(text, exc) from None
+    except SafetensorError as exc:
+        from lmfuse.core.checkpoint import corrupt_weights
+
+        raise CheckpointError(corrupt_weights(text, exc)) from None
     return model.to(resolve_device(device)).eval()
 
 

@@ -131,3 +131,40 @@ def token_bytes(tokenizer) -> list[bytes | None]:
         else:
             out[idx] = text.encode("utf-8")
     return out
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json")
+_PROBE = "Hello, world! 0123456789 +-*/= Q: 37+48= A: 85\n\tcafé 日本語 naïve  spaces"
+
+
+def tokenizer_difference(dir_a, dir_b, name_a: str = "A", name_b: str = "B") -> str | None:
+    """How the tokenizers saved in two model directories differ in what they *do*, or ``None`` if they
+    agree: same token → id map, same special tokens, same ids for a probe text.
+
+    Identical files agree at once; otherwise both are loaded and compared, so a re-save that only adds
+    keys to ``tokenizer_config.json`` is the same tokenizer, and a permuted vocabulary is not.
+    """
+    from pathlib import Path
+
+    from lmfuse.core.loading import load_tokenizer
+
+    files_a = {n: (Path(dir_a) / n).read_bytes() for n in TOKENIZER_FILES if (Path(dir_a) / n).is_file()}
+    files_b = {n: (Path(dir_b) / n).read_bytes() for n in TOKENIZER_FILES if (Path(dir_b) / n).is_file()}
+    if files_a == files_b:
+        return None
+    if not files_a or not files_b:
+        lacking = name_a if not files_a else name_b
+        return f"{lacking!r} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)"
+    tok_a, tok_b = load_tokenizer(dir_a), load_tokenizer(dir_b)
+    report = compare_tokenizers(tok_a, tok_b, name_a, name_b)
+    if not report.compatible:
+        moved = sum(1 for s, i in tok_a.get_vocab().items() if tok_b.get_vocab().get(s, i) != i)
+        extra = f"; {moved} token strings have different ids" if moved else ""
+        return report.summary().replace("\n", ";") + extra
+    ids_a, ids_b = tok_a(_PROBE)["input_ids"], tok_b(_PROBE)["input_ids"]
+    if ids_a != ids_b:
+        return (
+            f"tokenizers of {name_a} and {name_b} share a vocabulary but split text differently "
+            f"(normaliser or pre-tokeniser): {len(ids_a)} vs {len(ids_b)} tokens for the same probe text"
+        )
+    return None

@@ -61,14 +61,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument("--input", metavar="JSONL", help='prompts file: one {"prompt": ...} object per line')
     p.add_argument("-o", "--output", metavar="JSONL", help="with --input: write records + completion here")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
+    p.add_argument(
+        "--max-input-tokens", type=int, metavar="N",
+        help="refuse prompts longer than N tokens (default: each member's context length minus --max-new-tokens)",
+    )  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0: off)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the K likeliest (default 0: off)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, help="makes sampling reproducible")
     p.add_argument("--chat", action="store_true", help="wrap prompts in each member's chat template")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together (default 16)")
     p.add_argument(
         "--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto (as saved)"
     )
@@ -92,6 +98,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from lmfuse.core.atomic import check_output_file, same_file
+    from lmfuse.core.loading import resolve_device
     from lmfuse.ensemble import Ensemble
     from lmfuse.ensemble.prompts import read_prompts, write_completions
     from lmfuse.errors import ConfigError
@@ -100,6 +108,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--input needs -o/--output: where to write the completions (JSONL)")
     if args.output and not args.input:
         raise ConfigError("-o/--output goes with --input; with --prompt completions are printed")
+    if args.output:  # before loading models: a refused output must not cost a run
+        if same_file(args.output, args.input):
+            raise ConfigError(f"-o {args.output} is the --input file; choose another output path")
+        check_output_file(args.output, args.overwrite)
+    for dev in [*(args.device or []), args.combine_device]:
+        resolve_device(dev)  # a device this machine lacks fails now, not after loading models
     records = read_prompts(args.input) if args.input else [{"prompt": p} for p in args.prompt]
     ens = Ensemble(
         args.model,
@@ -112,11 +126,16 @@ def _run(args: argparse.Namespace) -> int:
         device=args.combine_device,
         dtype=args.dtype,
     )
+    _check_prompts(args, ens, [r["prompt"] for r in records])
     if args.report and ens.alignment:
         print(ens.alignment.summary(), file=sys.stderr)
     prompts = [r["prompt"] for r in records]
     with tqdm(
-        total=len(prompts), desc="ensemble", unit="prompt", disable=not args.input, file=sys.stderr
+        total=len(prompts),
+        desc="ensemble",
+        unit="prompt",
+        disable=not args.input or args.no_progress,
+        file=sys.stderr,
     ) as bar:
         completions = ens.generate(
             prompts,
@@ -131,8 +150,9 @@ def _run(args: argparse.Namespace) -> int:
             on_prompt=bar.update,
         )
     if args.output:
-        write_completions(args.output, records, completions)
-        print(f"wrote {len(completions)} completions to {args.output}")
+        write_completions(args.output, records, completions, overwrite=args.overwrite)
+        n = len(completions)
+        print(f"wrote {n} completion{'s' * (n != 1)} to {args.output}")
     elif len(completions) == 1:
         print(completions[0])
     else:  # completions may span lines: one JSON object per prompt keeps them apart
@@ -141,3 +161,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.report:
         print(f"ensembled {ens.stats.ensembled_fraction:.1%} of {ens.stats.row_steps} steps", file=sys.stderr)
     return 0
+
+
+def _check_prompts(args: argparse.Namespace, ens, prompts: list[str]) -> None:
+    """Every prompt plus the tokens to generate must fit every member's context (before any decoding)."""
+    from lmfuse.core.limits import check_fits, input_limit
+    from lmfuse.errors import ConfigError
+
+    if args.max_input_tokens is not None and args.max_input_tokens < 1:
+        raise ConfigError(f"--max-input-tokens: expected a positive integer, found {args.max_input_tokens}")
+    src = args.input or "--prompt"
+    for m in ens.members:
+
+        def where(i: int, name: str = m.name) -> str:
+            return f"{src}: prompt {i + 1} ({name})"
+
+        check_fits(prompts, m.tokenizer, input_limit(m.model.config), where, args.max_new_tokens, "prompt")
+        check_fits(prompts, m.tokenizer, args.max_input_tokens, where, 0, "prompt")

@@ -14,18 +14,19 @@ def read_prompts(path: str | Path) -> list[dict]:
 
     def parse(record, line: int) -> dict:
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise BadRecord(f'expected an object with a string "prompt", found {describe(record)}')
+            raise BadRecord(f'expected an object with a string "prompt", found {describe(record, "prompt")}')
         return record
 
     return read_records(path, parse, '{"prompt": ...} record')
 
 
-def write_completions(path: str | Path, records: list[dict], completions: list[str]) -> None:
-    """The input records with a ``completion`` field added, as JSONL, written atomically."""
-    from lmfuse.core.atomic import atomic_write_text
+def write_completions(
+    path: str | Path, records: list[dict], completions: list[str], overwrite: bool = False
+) -> None:
+    """The input records with a ``completion`` field added, as JSONL, written atomically; an existing
+    ``path`` is refused unless ``overwrite``."""
+    from lmfuse.core.atomic import atomic_open
 
-    lines = [
-        json.dumps({**r, "completion": c}, ensure_ascii=False)
-        for r, c in zip(records, completions, strict=True)
-    ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    with atomic_open(path, overwrite=overwrite) as fh:
+        for r, c in zip(records, completions, strict=True):
+            fh.write(json.dumps({**r, "completion": c}, ensure_ascii=False) + "\n")

@@ -11,7 +11,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ("exchange", "Exchange-of-Thought: agents re-solve each question after reading their peers"),
         ("moa", "Mixture-of-Agents: layers of proposers, then an aggregator"),
     ):
-        p = sub.add_parser(name, help=help_text)
+        description = (
+            f"{help_text}. Backends and agents come from a YAML recipe; results are appended to -o as each "
+            "question finishes, so re-running the same command resumes (questions whose calls failed are "
+            "retried; the exit code is 1 while any did)."
+        )
+        p = sub.add_parser(name, help=help_text, description=description)
         p.add_argument("--config", required=True, help="YAML recipe (see examples/exchange/)")
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--input", help='question JSONL: {"id": ..., "question": ..., "answer": optional}')
@@ -42,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from lmfuse.core.atomic import output_lock
     from lmfuse.core.config import load_config
     from lmfuse.exchange import runner
     from lmfuse.exchange.config import EoTConfig, MoAConfig
@@ -58,21 +64,25 @@ def _run(args: argparse.Namespace) -> int:
     )
     source = args.input or f"zoo held-out set, {args.zoo_questions} per operation"
     output = Path(args.output)
+    runner.check_paths(output, [args.input, args.config], args.transcript)
     solver = _solver(args.method, config)  # fails on a missing key or model before anything is written
-    runner.check_recipe(output, config, source, args.overwrite)
-    for warning in solver.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if args.overwrite and args.transcript:
-        Path(args.transcript).unlink(missing_ok=True)
-    bar = tqdm(total=len(items), desc=args.method, unit="q", disable=args.no_progress, file=sys.stderr)
-    done = runner.answered_ids(output)
-    bar.update(sum(it.id in done for it in items))
-    try:
-        s = runner.run_questions(
-            solver, items, output, args.transcript, args.concurrency, lambda _: bar.update()
-        )
-    finally:
-        bar.close()
+    with output_lock(output):  # a second run on this output fails here, before touching anything
+        if not args.overwrite:
+            runner.answered_ids(output)  # refuses a file that is not a results file
+        runner.check_recipe(output, config, source, args.overwrite)
+        for warning in solver.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if args.overwrite and args.transcript:
+            Path(args.transcript).unlink(missing_ok=True)
+        done = runner.answered_ids(output)
+        bar = tqdm(total=len(items), desc=args.method, unit="q", disable=args.no_progress, file=sys.stderr)
+        bar.update(sum(it.id in done for it in items))
+        try:
+            s = runner.run_questions(
+                solver, items, output, args.transcript, args.concurrency, lambda _: bar.update()
+            )
+        finally:
+            bar.close()
     acc = f"accuracy {s.accuracy:.3f} on {s.scored}" if s.accuracy is not None else "no expected answers"
     stops = ", ".join(f"{k} {v}" for k, v in sorted(s.stops.items())) or "-"
     print(f"{args.method}: answered {s.answered} of {s.total} ({s.skipped} already in {output}); {acc}")
@@ -87,11 +97,14 @@ def _run(args: argparse.Namespace) -> int:
             f"answers taken from unfinished text; raise max_tokens (see 'truncated' in {output})",
             file=sys.stderr,
         )
-    if s.failed_calls:
+    if s.failed_questions:
         print(
-            f"warning: {s.failed_calls} calls failed after retries; see 'failures' in {output}",
+            f"lmfuse {args.method}: error: {s.failed_calls} calls failed after retries in "
+            f"{s.failed_questions} questions (see 'failures' in {output}); re-run the same command "
+            "to retry those questions",
             file=sys.stderr,
         )
+        return 1
     return 0
 
 

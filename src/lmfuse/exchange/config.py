@@ -108,4 +108,9 @@ class MoAConfig:
                 f"layer_max_tokens: expected {len(self.layers)} caps (one per layer), "
                 f"found {len(self.layer_max_tokens)}"
             )
+        problems += [
+            f"layer_max_tokens[{k}]: expected >= 1, found {cap}"
+            for k, cap in enumerate(self.layer_max_tokens)
+            if cap < 1
+        ]
         return problems

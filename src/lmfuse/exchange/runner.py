@@ -3,7 +3,8 @@
 Input JSONL: one ``{"id": ..., "question": ..., "answer": ...}`` per line (``id`` defaults to
 ``line-N``; ``answer``, the expected one, is optional and enables accuracy). Output JSONL: one
 ``ExchangeResult.summary()`` per question plus ``expected`` and ``correct``, appended and flushed as each
-question finishes, so a re-run skips the ids already there (a torn last line from a crash is dropped).
+question finishes, so a re-run skips the ids already answered (a torn last line from a crash is dropped;
+questions whose calls failed are retried). One run at a time writes an output (``output_lock``).
 The recipe is written beside the output (``<output>.recipe.yaml``); resuming with a different recipe
 is refused.
 """
@@ -21,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from lmfuse import __version__
-from lmfuse.core.atomic import atomic_write_text
+from lmfuse.core.atomic import atomic_write_text, check_writable, output_lock, same_file
 from lmfuse.core.config import dump_yaml
-from lmfuse.core.jsonl import BadRecord, describe, read_records
-from lmfuse.errors import ConfigError, InputDataError
+from lmfuse.core.jsonl import BadRecord, describe, read_records, read_text
+from lmfuse.errors import CheckpointError, ConfigError, InputDataError
 from lmfuse.exchange.result import ExchangeResult, Solver
 from lmfuse.exchange.transcript import turns_to_jsonl
 
@@ -53,6 +54,8 @@ class RunSummary:
     """Replies cut at ``max_tokens`` (``finish_reason`` ``length``)."""
     seconds: float = 0.0
     stops: Counter = field(default_factory=Counter)
+    failed_questions: int = 0
+    """Questions with a call that failed after its retries; a re-run retries them."""
 
     @property
     def accuracy(self) -> float | None:
@@ -65,8 +68,13 @@ def read_questions(path: str | Path) -> list[Item]:
 
     def parse(row, line: int) -> Item:
         if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-            raise BadRecord(f'expected an object with a "question" string, found {describe(row)}')
-        qid = str(row.get("id", f"line-{line}"))
+            raise BadRecord(f'expected an object with a "question" string, found {describe(row, "question")}')
+        raw_id = row.get("id", f"line-{line}")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+            raise BadRecord(
+                f'expected "id" to be a string or an integer, found {describe({"id": raw_id}, "id")}'
+            )
+        qid = str(raw_id)
         if qid in seen:
             raise BadRecord(f"duplicate id {qid!r}; ids must be unique")
         seen.add(qid)
@@ -84,21 +92,65 @@ def zoo_questions(per_op: int) -> list[Item]:
 
 
 def answered_ids(output: Path) -> set[str]:
-    """Ids already in ``output``; a torn (unparsable) last line is removed from the file."""
-    if not output.is_file():
+    """Ids already answered in ``output``, a results file of an earlier run; ``{}`` if there is none.
+
+    Lines of questions whose calls failed are removed from the file so that this run retries them; so is
+    a torn last line (a crash mid-write: no newline yet). Anything else that is not a result line is
+    refused, and the file left as it was: it is not ours to edit.
+    """
+    if not output.exists():
         return set()
-    lines = output.read_text(encoding="utf-8").splitlines()
+    if not output.is_file():
+        raise CheckpointError(f"output {output} is not a file; expected a results JSONL path")
+    text = read_text(output, "results file")
+    lines = text.splitlines()
+    torn = bool(lines) and not text.endswith("\n") and lines[-1].startswith('{"id": ')
     ids, keep = set(), []
     for n, line in enumerate(lines, 1):
-        try:
-            ids.add(str(json.loads(line)["id"]))
+        row = _result_row(line)
+        if row is None:
+            if n == len(lines) and torn:
+                continue
+            raise InputDataError(
+                f"{output}:{n}: not an lmfuse exchange/moa result line; -o names a file that is not a "
+                "results file of an earlier run: choose another output (or --overwrite to replace it)"
+            )
+        if not row["failures"]:
+            ids.add(str(row["id"]))
             keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if n != len(lines):
-                raise InputDataError(f"{output}:{n}: not a result line; use a new output file") from None
     if len(keep) != len(lines):
         atomic_write_text(output, "".join(f"{line}\n" for line in keep))
     return ids
+
+
+def _result_row(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if (
+        isinstance(row, dict)
+        and {"id", "stop", "answer"} <= row.keys()
+        and isinstance(row.get("failures"), list)
+    ):
+        return row
+    return None
+
+
+def check_paths(output: Path, inputs: Sequence[str | Path | None], transcript: str | Path | None) -> None:
+    """Refuse an output that is also an input or the transcript, or cannot be written."""
+    for given in inputs:
+        if given is not None and same_file(output, given):
+            raise ConfigError(f"-o {output} is also an input ({given}); choose another output path")
+    if transcript is not None:
+        if same_file(output, transcript):
+            raise ConfigError(f"--transcript {transcript} is the -o file; give them different paths")
+        check_writable(transcript)
+        if Path(transcript).is_dir():
+            raise CheckpointError(f"--transcript {transcript} is a directory; expected a file path")
+    if output.is_dir():
+        raise CheckpointError(f"output {output} is a directory; expected a results JSONL path")
+    check_writable(output)
 
 
 def check_recipe(output: Path, config: Any, source: str, overwrite: bool) -> None:
@@ -130,6 +182,11 @@ def run_questions(
 ) -> RunSummary:
     """Answer every item not yet in ``output``, ``concurrency`` questions at a time."""
     output = Path(output)
+    with output_lock(output), output_lock(transcript) if transcript else nullcontext():
+        return _run_locked(solver, items, output, transcript, concurrency, on_done)
+
+
+def _run_locked(solver, items, output: Path, transcript, concurrency: int, on_done) -> RunSummary:
     done = answered_ids(output)
     todo = [it for it in items if it.id not in done]
     summary = RunSummary(total=len(items), skipped=len(items) - len(todo))
@@ -178,6 +235,7 @@ def _count(summary: RunSummary, result: ExchangeResult, correct: bool | None) ->
     summary.completion_tokens += result.completion_tokens
     summary.failed_calls += len(result.failures)
     summary.truncated += result.truncated
+    summary.failed_questions += bool(result.failures)
     summary.stops[result.stop] += 1
     if correct is not None:
         summary.scored += 1

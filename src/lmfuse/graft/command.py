@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
+import sys
+import threading
 
 from lmfuse.errors import ConfigError
 
@@ -78,14 +82,35 @@ def _num_layers(model: str) -> int:
         ) from None
 
 
+def _need_out() -> None:
+    raise ConfigError("OUT: an output directory is required (or pass --dry-run)")
+
+
 def build_recipe(args: argparse.Namespace):
     """The recipe a preset or a YAML file describes, with the command-line options applied."""
+    from lmfuse.core.loading import DTYPES
     from lmfuse.graft.recipe import dus_recipe, load_recipe, splice_recipe
 
+    bad_dtype = [f"--dtype: expected one of {', '.join(DTYPES)}, found {args.dtype!r}"] * bool(
+        args.dtype and args.dtype not in DTYPES
+    )
     if args.graft_command == "dus":
-        recipe = dus_recipe(args.model, _num_layers(args.model), args.drop)
+        n = _num_layers(args.model)
+        if not 0 < args.drop < n:
+            raise ConfigError(
+                [f"--drop {args.drop}: expected 1 to {n - 1} ({args.model!r} has {n} layers)"] + bad_dtype
+            )
+        recipe = dus_recipe(args.model, n, args.drop)
     elif args.graft_command == "splice":
-        recipe = splice_recipe(args.a, args.b, _num_layers(args.b), args.first, args.last)
+        na, nb = _num_layers(args.a), _num_layers(args.b)
+        problems = [f"--first {args.first}: expected 1 to {na} ({args.a!r} has {na} layers)"] * (
+            not 0 < args.first <= na
+        ) + [f"--last {args.last}: expected 1 to {nb} ({args.b!r} has {nb} layers)"] * (
+            not 0 < args.last <= nb
+        )
+        if problems:
+            raise ConfigError(problems + bad_dtype)
+        recipe = splice_recipe(args.a, args.b, nb, args.first, args.last)
     else:
         recipe = load_recipe(args.recipe)
     if args.dtype:
@@ -98,14 +123,30 @@ def build_recipe(args: argparse.Namespace):
 
 
 def graft_handler(args: argparse.Namespace) -> int:
+    from lmfuse.core.atomic import check_image_path
     from lmfuse.graft.dryrun import human_bytes, plan_table, plot_plan
     from lmfuse.graft.plan import plan_graft
     from lmfuse.graft.write import graft
 
+    problems: list[str] = []  # every option problem, reported with the recipe's in one pass
+    for check in (
+        lambda: parse_size(args.max_shard_size),
+        lambda: args.plot and check_image_path(args.plot),  # a bad --plot must not come after the model
+        lambda: args.out is None and not args.dry_run and _need_out(),
+    ):
+        try:
+            check()
+        except ConfigError as exc:
+            problems += exc.problems
+    try:
+        recipe = build_recipe(args)
+        if problems:
+            plan_graft(recipe, out=args.out, overwrite=args.overwrite)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
     shard = parse_size(args.max_shard_size)
-    if args.out is None and not args.dry_run:
-        raise ConfigError("OUT: an output directory is required (or pass --dry-run)")
-    recipe = build_recipe(args)
     if args.dry_run:
         plan = plan_graft(recipe, out=args.out, overwrite=args.overwrite, check_config=False)
         print(plan_table(plan))
@@ -118,6 +159,27 @@ def graft_handler(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {plot_plan(plan, args.plot)}")
     return 0
+
+
+@contextlib.contextmanager
+def _first_ctrl_c_stops():
+    """The first Ctrl-C asks training to save a checkpoint and stop after this step; a second one aborts."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (checkpoint kept); Ctrl-C again to abort", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def add_train_parser(subparsers) -> None:
@@ -141,7 +203,15 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPUs that support it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (default 10)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once complete)")
+    p.add_argument(
+        "--save-every", type=int, default=0, metavar="N",
+        help="save a checkpoint in OUT/checkpoints every N steps (default 0: only when stopped by Ctrl-C)",
+    )  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace --out if lmfuse wrote it (an earlier model or an interrupted run) and start again",
+    )  # fmt: skip
     p.set_defaults(func=train_handler)
 
 
@@ -151,9 +221,13 @@ def train_handler(args: argparse.Namespace) -> int:
     config = TrainConfig(
         steps=args.steps, lr=args.lr, batch_size=args.batch_size, seq_len=args.seq_len, packing=args.packing,
         text_field=args.text_field, warmup_steps=args.warmup_steps, seed=args.seed, log_every=args.log_every,
-        dtype=args.dtype, bf16=args.bf16,
+        dtype=args.dtype, bf16=args.bf16, save_every=args.save_every,
     )  # fmt: skip
-    result = train(args.model, args.data, args.out, config, overwrite=args.overwrite, progress=True)
+    with _first_ctrl_c_stops() as stop:
+        result = train(
+            args.model, args.data, args.out, config, overwrite=args.overwrite, progress=True,
+            resume=args.resume, stop=stop,
+        )  # fmt: skip
     print(
         f"wrote {result.out}: {result.steps} steps on {result.examples} examples, loss "
         f"{result.first_loss:.4f} -> {result.last_loss:.4f}; log: {result.log_file}"

@@ -8,7 +8,6 @@ way — and raises one ``ConfigError`` listing every problem. Only a plan that p
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from lmfuse.core.atomic import check_output_dir
 from lmfuse.core.export import ExportTensor, from_source
 from lmfuse.core.loading import resolve_dtype
+from lmfuse.core.tokenizers import tokenizer_difference
 from lmfuse.errors import ConfigError, LmfuseError
 from lmfuse.graft.recipe import GraftRecipe
 from lmfuse.graft.sources import SourceModel, layer_signature, meta_model, open_source
@@ -26,7 +26,6 @@ from lmfuse.graft.sources import SourceModel, layer_signature, meta_model, open_
 NOT_PER_LAYER = frozenset({"architectures", "bos_token_id", "eos_token_id", "pad_token_id"})
 RUNTIME_BYTES = 450 * 1024**2
 """Resident memory of Python + torch + transformers before any tensor is touched (measured, rounded up)."""
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json")
 
 
 @dataclass
@@ -163,10 +162,12 @@ def _compatibility_problems(recipe: GraftRecipe, sources: dict[str, SourceModel]
                 f"vocabulary sizes differ: {ref.name!r} has {ref.config.get('vocab_size')} tokens, {name!r} "
                 f"has {src.config.get('vocab_size')}; graft models that share a tokenizer"
             )
-        elif recipe.check_tokenizer and _tokenizer_digest(src) != _tokenizer_digest(ref):
+        elif recipe.check_tokenizer and (
+            diff := tokenizer_difference(ref.directory, src.directory, ref.name, name)
+        ):
             problems.append(
-                f"tokenizers of {ref.name!r} and {name!r} differ; graft models that share a tokenizer, or "
-                "set check_tokenizer: false (--no-check-tokenizer) if the vocabularies are known to agree"
+                f"tokenizers of {ref.name!r} and {name!r} differ ({diff}); graft models that share a tokenizer, "
+                "or set check_tokenizer: false (--no-check-tokenizer) if the vocabularies are known to agree"
             )
     ref_shapes = {k: shape for k, (shape, _) in ref_sig.items()}
     bad: dict[str, tuple[list[int], tuple]] = {}
@@ -187,15 +188,6 @@ def _compatibility_problems(recipe: GraftRecipe, sources: dict[str, SourceModel]
     if recipe.dtype is None and len(set(dtypes.values())) > 1:
         problems.append(f"models store different dtypes ({dtypes}); set dtype (--dtype) to choose one")
     return problems
-
-
-def _tokenizer_digest(src: SourceModel) -> str:
-    h = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        f = src.directory / name
-        if f.is_file():
-            h.update(name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
 
 
 def _dominant_dtype(src: SourceModel) -> str:

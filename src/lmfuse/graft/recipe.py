@@ -16,6 +16,7 @@ shapes, vocabularies) live in ``plan.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from lmfuse.core.config import from_dict, load_config
 from lmfuse.core.loading import DTYPES
@@ -24,6 +25,8 @@ from lmfuse.core.loading import DTYPES
 @dataclass
 class Slice:
     """A half-open range of decoder layers of one model."""
+
+    validate_later: ClassVar[bool] = True  # plan_graft validates, with the models: all problems at once
 
     model: str
     """Model directory, ``zoo:NAME`` or a hub id present in the local cache."""
@@ -46,6 +49,8 @@ class Slice:
 @dataclass
 class GraftRecipe:
     """Slices stacked in order into one model, plus where embeddings and head come from."""
+
+    validate_later: ClassVar[bool] = True  # plan_graft validates, with the models: all problems at once
 
     slices: list[Slice]
     embeddings: str | None = None

@@ -3,25 +3,28 @@
 It only reads the data (``.txt``: one example per line; ``.jsonl``: one object per line with a text
 field), tokenizes it (each example ends with EOS; ``packing`` concatenates into full blocks), and hands
 everything else to ``Trainer``, so accelerate, FSDP and DeepSpeed launchers work unchanged. The loss is
-logged to ``train_log.jsonl`` while training runs; the model is written atomically at the end.
+logged to ``OUT/train_log.jsonl`` while training runs, next to the checkpoints, and an interrupted run
+resumes (``graft/train_state.py``); the finished model is put in place atomically at the end.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lmfuse.core.atomic import atomic_output_dir, check_output_dir
+from lmfuse.core.atomic import atomic_output_dir, output_lock
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import PROVENANCE_FILE, provenance
+from lmfuse.core.jsonl import read_text, readable_file
 from lmfuse.errors import ConfigError, InputDataError
-
-LOG_FILE = "train_log.jsonl"
+from lmfuse.graft import train_state
+from lmfuse.graft.train_state import CHECKPOINTS, LOG_FILE
 
 
 @dataclass
@@ -37,6 +40,8 @@ class TrainConfig:
     warmup_steps: int = 0
     seed: int = 0
     log_every: int = 10
+    save_every: int = 0
+    """Save a Trainer checkpoint every N steps (0: only when stopped); ``resume`` continues from it."""
     gradient_accumulation_steps: int = 1
     dtype: str = "float32"
     """Weights dtype when the model is loaded from a path (master weights: keep float32)."""
@@ -50,6 +55,8 @@ class TrainConfig:
                 problems.append(f"{name}: expected a positive integer, found {getattr(self, name)}")
         if self.lr <= 0:
             problems.append(f"lr: expected a positive number, found {self.lr}")
+        if self.save_every < 0:
+            problems.append(f"save_every: expected >= 0, found {self.save_every}")
         if self.warmup_steps < 0:
             problems.append(f"warmup_steps: expected >= 0, found {self.warmup_steps}")
         return problems
@@ -77,9 +84,9 @@ def read_texts(files: list[str | Path], text_field: str = "text") -> list[str]:
     """Examples from ``.txt`` (one per non-empty line) and ``.jsonl`` files; bad records name file:line."""
     texts: list[str] = []
     for f in map(Path, files):
-        if not f.is_file():
+        if not readable_file(f):
             raise InputDataError(f"data file not found: {f}")
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(read_text(f, "data file").splitlines(), 1):
             if not line.strip():
                 continue
             if f.suffix != ".jsonl":
@@ -151,10 +158,14 @@ def train(
     tokenizer: Any = None,
     overwrite: bool = False,
     progress: bool = False,
+    resume: bool = False,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
-    """Train ``model`` (a path / ``zoo:NAME``, or a loaded model with ``tokenizer``) and save it to ``out``."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    """Train ``model`` (a path / ``zoo:NAME``, or a loaded model with ``tokenizer``) and save it to ``out``.
 
+    While training, ``out`` holds ``train_log.jsonl`` and ``checkpoints/``; ``resume`` continues an
+    interrupted run from its last checkpoint. Setting ``stop`` saves a checkpoint and raises
+    ``TrainingInterrupted``."""
     from lmfuse.core.loading import load_model, load_tokenizer
 
     problems = config.validate()
@@ -164,38 +175,66 @@ def train(
         problems.append("tokenizer: required when a loaded model is passed")
     if problems:
         raise ConfigError(problems, source="train")
-    check_output_dir(out, overwrite)
-    examples = tokenize(read_texts(data, config.text_field), tokenizer, config.seq_len, config.packing)
-    source = (
-        str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "in-memory model")
-    )
-    if isinstance(model, str | Path):
-        model = load_model(model, dtype=config.dtype, device="cpu")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    losses: list[tuple[int, float]] = []
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        log = tmp / LOG_FILE
-        args = TrainingArguments(
-            output_dir=str(tmp / "trainer"), max_steps=config.steps, per_device_train_batch_size=config.batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.lr,
-            warmup_steps=config.warmup_steps, logging_steps=config.log_every, logging_first_step=True,
-            save_strategy="no", report_to="none", seed=config.seed, disable_tqdm=not progress,
-            remove_unused_columns=False, dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(), bf16=config.bf16,
-        )  # fmt: skip
-        model.train()
-        trainer = Trainer(
-            model=model, args=args, train_dataset=examples, data_collator=PadCollator(pad),
-            callbacks=[_loss_logger(log, losses)],
-        )  # fmt: skip
-        if not progress:  # without a bar Trainer prints every log dict; the JSONL log has them
-            trainer.remove_callback(PrinterCallback)
-        trainer.train()
+    out = Path(out)
+    with output_lock(out):  # checked before the data, the model and the hours: nothing written yet
+        resume_from = train_state.check(out, config, overwrite, resume)
+        examples = tokenize(read_texts(data, config.text_field), tokenizer, config.seq_len, config.packing)
+        source = str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "in-memory")
+        if isinstance(model, str | Path):
+            model = load_model(model, dtype=config.dtype, device="cpu")
+        train_state.start(out, config, resume_from)
+        losses: list[tuple[int, float]] = []
+        trainer = _trainer(model, tokenizer, examples, out, config, progress, losses)
+        stopped: list[int] = []
+        trainer.add_callback(train_state.stop_callback(stop, stopped))
+        trainer.train(resume_from_checkpoint=resume_from)
+        if stopped:
+            raise train_state.interrupted(out, stopped[0])
         model.eval()
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "lmfuse_train.yaml").write_text(dump_yaml(config))
-        record = provenance({"model": source, "data": [str(d) for d in data]}, method="train")
-        (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    return TrainResult(Path(out), config.steps, len(examples), losses, Path(out) / LOG_FILE)
+        with atomic_output_dir(out, overwrite=True) as tmp:  # replaces the in-progress directory
+            trainer.save_model(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            shutil.copy2(out / LOG_FILE, tmp / LOG_FILE)
+            (tmp / "lmfuse_train.yaml").write_text(dump_yaml(config))
+            record = provenance({"model": source, "data": [str(d) for d in data]}, method="train")
+            (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return TrainResult(out, config.steps, len(examples), losses, out / LOG_FILE)
+
+
+def _trainer(model, tokenizer, examples, out: Path, config: TrainConfig, progress: bool, losses):
+    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    save = {"save_strategy": "steps", "save_steps": config.save_every} if config.save_every else {}
+    args = TrainingArguments(
+        output_dir=str(out / CHECKPOINTS), max_steps=config.steps, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.lr,
+        warmup_steps=config.warmup_steps, logging_steps=config.log_every, logging_first_step=True,
+        **({"save_strategy": "no"} | save), save_total_limit=1, report_to="none", seed=config.seed,
+        disable_tqdm=not progress, remove_unused_columns=False, dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(), bf16=config.bf16,
+    )  # fmt: skip
+    model.train()
+    trainer = Trainer(
+        model=model, args=args, train_dataset=examples, data_collator=PadCollator(pad),
+        callbacks=[_loss_logger(out / LOG_FILE, losses)],
+    )  # fmt: skip
+    if not progress:  # without a bar Trainer prints every log dict; the JSONL log has them
+        trainer.remove_callback(PrinterCallback)
+    else:  # the bar's own log lines are dicts of formatted strings ({'loss': '2.345'}): print numbers
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_progress_with_loss_lines())
+    return trainer
+
+
+def _progress_with_loss_lines():
+    from transformers import ProgressCallback
+
+    class LossLines(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+                lr = logs.get("learning_rate")
+                extra = f", lr {lr:.3g}" if isinstance(lr, int | float) else ""
+                self.training_bar.write(f"step {state.global_step}: loss {float(logs['loss']):.4f}{extra}")
+
+    return LossLines()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import export_checkpoint, provenance
+from lmfuse.core.loading import has_tokenizer
+from lmfuse.errors import ConfigError
 from lmfuse.graft.plan import GraftPlan, plan_graft
 from lmfuse.graft.recipe import GraftRecipe
 
@@ -40,6 +42,12 @@ def graft(
     tensor (byte copies need none); ``out`` appears only once complete.
     """
     plan = plan_graft(recipe, out=out, overwrite=overwrite)
+    side = plan.sources[recipe.embeddings_model].directory
+    if not has_tokenizer(side):
+        raise ConfigError(
+            f"{recipe.embeddings_model!r} (the embeddings model) has no tokenizer files, so the output would "
+            "have none; add its tokenizer files (tokenizer.json, ...) to it"
+        )
     record = provenance(
         {name: str(src.directory) for name, src in plan.sources.items()},
         method="graft",
@@ -52,7 +60,7 @@ def graft(
         plan.config,
         recipe_yaml=dump_yaml(recipe),
         provenance_record=record,
-        side_files_from=plan.sources[recipe.embeddings_model].directory,
+        side_files_from=side,
         extra_files={PLAN_FILE: json.dumps(plan.to_json(), indent=2) + "\n", "README.md": model_card(plan)},
         overwrite=overwrite,
         max_shard_bytes=max_shard_bytes,

@@ -20,7 +20,8 @@ from lmfuse.core.checkpoint import CheckpointReader
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import ExportTensor, export_checkpoint, from_source, provenance
 from lmfuse.core.loading import resolve_dtype, resolve_model_path
-from lmfuse.errors import ConfigError, IncompatibleModelsError, ModelNotFoundError
+from lmfuse.core.tokenizers import tokenizer_difference
+from lmfuse.errors import ConfigError, IncompatibleModelsError, LmfuseError, ModelNotFoundError
 from lmfuse.moe import convert
 from lmfuse.moe.params import moe_param_counts
 from lmfuse.moe.recipe import MOE_OF_DENSE, BuildRecipe
@@ -62,6 +63,27 @@ def _open(source: str, what: str, problems: list[str]):
         return None, None
 
 
+def missing_sources(data: object) -> list[str]:
+    """For a recipe that failed to load: the models it names that cannot be found (plain YAML data)."""
+    if not isinstance(data, dict):
+        return []
+    named = [("base", data.get("base"))]
+    experts = data.get("experts") if isinstance(data.get("experts"), list) else []
+    named += [(f"experts[{i}]", e.get("source")) for i, e in enumerate(experts) if isinstance(e, dict)]
+    problems: list[str] = []
+    for what, source in named:
+        if isinstance(source, str):
+            try:
+                found = (Path(resolve_model_path(source)) / "config.json").is_file()
+            except LmfuseError:
+                found = False
+            if not found:
+                problems.append(
+                    f"{what}: no model directory with config.json at {source!r} (a path or zoo:NAME)"
+                )
+    return problems
+
+
 def _same_tensors(base: CheckpointReader, other: CheckpointReader, what: str) -> list[str]:
     missing = sorted(set(base.keys()) - set(other.keys()))
     extra = sorted(set(other.keys()) - set(base.keys()))
@@ -74,6 +96,21 @@ def _same_tensors(base: CheckpointReader, other: CheckpointReader, what: str) ->
                 f"{what}: {name} has shape {other.meta(name)[0]}, the base has {base.meta(name)[0]}"
             )
             break
+    return problems
+
+
+def _tokenizer_problems(recipe: BuildRecipe) -> list[str]:
+    """Experts must tokenize exactly as the base does: the MoE keeps the base's embeddings and tokenizer."""
+    sources = [(f"experts[{i}]", e.source) for i, e in enumerate(recipe.experts)]
+    sources += [("shared_expert", recipe.shared_expert.source)] if recipe.shared_expert is not None else []
+    base = resolve_model_path(recipe.base)
+    problems = []
+    for what, source in sources:
+        diff = tokenizer_difference(base, resolve_model_path(source), recipe.base, source)
+        if diff:
+            problems.append(
+                f"{what}: its tokenizer differs from the base's ({diff}); experts must share the base's tokenizer"
+            )
     return problems
 
 
@@ -108,6 +145,7 @@ def resolve_sources(recipe: BuildRecipe) -> _Sources:
             )
         else:
             problems += _same_tensors(base, reader, what)
+    problems += _tokenizer_problems(recipe)
     problems += convert.compatibility_problems(arch, base_cfg) if arch else []
     if problems:
         raise IncompatibleModelsError("cannot build the MoE:\n  - " + "\n  - ".join(problems))

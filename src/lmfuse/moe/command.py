@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+MAX_TOKENS_HELP = "refuse examples longer than N tokens (default: the model's context length)"
+
+
+def _check_examples(args, model, tok, examples) -> None:
+    from lmfuse.core.limits import check_fits, input_limit
+    from lmfuse.errors import ConfigError
+
+    if args.max_input_tokens is not None and args.max_input_tokens < 1:
+        raise ConfigError(f"--max-input-tokens: expected a positive integer, found {args.max_input_tokens}")
+    limit = input_limit(model.config, args.max_input_tokens)
+    check_fits(
+        [e.text for e in examples], tok, limit, lambda i: f"{args.data}: example {i + 1}", what="example"
+    )
+
 
 def add_parser(subparsers) -> None:
     moe = subparsers.add_parser("moe", help="mixture-of-experts: build MoE checkpoints from dense models, "
@@ -26,26 +40,34 @@ def add_parser(subparsers) -> None:
         help="training data: .jsonl with 'text' (or 'prompt' + 'completion': learn the completion only), or text lines",
     )
     t.add_argument("--out", required=True, help="where to save the model with trained routers")
-    t.add_argument("--steps", type=int, default=30)
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--steps", type=int, default=30, help="optimizer steps (default 30)")
+    t.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    t.add_argument("--batch-size", type=int, default=16, help="examples per step (default 16)")
+    t.add_argument("--seed", type=int, default=0, help="default 0")
+    t.add_argument("--overwrite", action="store_true", help="replace --out if lmfuse wrote it")
+    t.add_argument("--max-input-tokens", type=int, metavar="N", help=MAX_TOKENS_HELP)
     t.set_defaults(func=_train_router)
 
     i = sub.add_parser("inspect", help="per layer, each expert's share of tokens and the winner per category")
     i.add_argument("model", help="MoE model directory (or zoo:NAME)")
     i.add_argument("--data", required=True, help=".jsonl with 'text' and optional 'category', or text lines")
     i.add_argument("--plot", help="save a layers × experts heat map (PNG) here")
+    i.add_argument("--max-input-tokens", type=int, metavar="N", help=MAX_TOKENS_HELP)
     i.set_defaults(func=_inspect)
 
 
 def _build(args: argparse.Namespace) -> int:
-    from lmfuse.core.config import load_config
-    from lmfuse.moe.build import build_moe
+    from lmfuse.core.config import load_config, load_yaml
+    from lmfuse.errors import ConfigError
+    from lmfuse.moe.build import build_moe, missing_sources
     from lmfuse.moe.recipe import BuildRecipe
 
-    recipe = load_config(BuildRecipe, args.recipe)
+    try:
+        recipe = load_config(BuildRecipe, args.recipe)
+    except ConfigError as exc:  # also name the models that cannot be found: every problem in one pass
+        raise ConfigError(
+            exc.problems + missing_sources(load_yaml(args.recipe)), source=args.recipe
+        ) from None
     result = build_moe(recipe, args.out, overwrite=args.overwrite, progress=True)
     print(f"built {result.architecture} with {result.num_experts} experts (top-{result.num_experts_per_tok}) "
           f"at {result.out} in {result.seconds:.1f} s")  # fmt: skip
@@ -68,6 +90,7 @@ def _train_router(args: argparse.Namespace) -> int:
     stored = _stored_dtype(args.model)
     model, tok = load_model_and_tokenizer(args.model, dtype="float32")
     _require_moe(model, args.model)
+    _check_examples(args, model, tok, examples)
     cfg = TrainRouterConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     result = train_router(model, tok, examples, cfg, progress=True)
     if stored is not None:
@@ -75,6 +98,7 @@ def _train_router(args: argparse.Namespace) -> int:
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        _write_router_log(tmp, args, cfg, result)
     print(f"trained {result.trained_params:,} router parameters ({result.frozen_params:,} frozen) "
           f"for {len(result.losses)} steps: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
     print(f"saved to {args.out}")
@@ -105,13 +129,17 @@ def _require_moe(model, name: str) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from lmfuse.core.atomic import check_image_path
     from lmfuse.core.loading import load_model_and_tokenizer
     from lmfuse.moe.data import read_examples
     from lmfuse.moe.inspect import inspect_routing, plot_load
 
+    if args.plot:
+        check_image_path(args.plot)
     examples = read_examples(args.data)
     model, tok = load_model_and_tokenizer(args.model, dtype="float32")
     _require_moe(model, args.model)
+    _check_examples(args, model, tok, examples)
     result = inspect_routing(model, tok, examples)
     n_experts = len(result.shares[0])
     print(f"{result.tokens} tokens, {len(examples)} examples; share of routed tokens per expert:")
@@ -126,3 +154,17 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {plot_load(result, args.plot)}")
     return 0
+
+
+def _write_router_log(tmp, args: argparse.Namespace, cfg, result) -> None:
+    """The loss per step (``train_log.jsonl``), the settings and the provenance, beside the model."""
+    import json
+
+    from lmfuse.core.config import dump_yaml
+    from lmfuse.core.export import PROVENANCE_FILE, provenance
+
+    rows = [json.dumps({"step": i + 1, "loss": float(loss)}) for i, loss in enumerate(result.losses)]
+    (tmp / "train_log.jsonl").write_text("".join(f"{r}\n" for r in rows))
+    (tmp / "lmfuse_train_router.yaml").write_text(dump_yaml(cfg))
+    record = provenance({"model": str(args.model), "data": str(args.data)}, method="moe train-router")
+    (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")

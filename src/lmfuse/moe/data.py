@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmfuse.core.jsonl import BadRecord, describe, read_records
+from lmfuse.core.jsonl import BadRecord, describe, read_records, read_text, readable_file
 from lmfuse.errors import InputDataError
 
 
@@ -25,9 +25,9 @@ def read_examples(path: str | Path) -> list[Example]:
     path = Path(path)
     if path.suffix == ".jsonl":
         return read_records(path, _record, '{"text": ...} or {"prompt": ..., "completion": ...} record')
-    if not path.is_file():
+    if not readable_file(path):
         raise InputDataError(f"data file not found: {path}")
-    examples = [Example(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    examples = [Example(line) for line in read_text(path, "data file").splitlines() if line.strip()]
     if not examples:
         raise InputDataError(f"{path}: no examples (expected JSONL records or non-empty text lines)")
     return examples
@@ -45,5 +45,5 @@ def _record(record, line: int) -> Example:
     ):
         return Example(record["prompt"] + record["completion"], category, prompt=record["prompt"])
     raise BadRecord(
-        f'expected an object with a "text" string or "prompt" and "completion" strings, found {describe(record)}'
+        f'expected an object with a "text" string or "prompt" and "completion" strings, found {describe(record, "text", "prompt", "completion")}'
     )

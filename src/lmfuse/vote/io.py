@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmfuse.core.atomic import atomic_open
+from lmfuse.core.jsonl import not_utf8, readable_file, utf8_column
 from lmfuse.errors import InputDataError
 
 TEXT_FIELDS = ("answer", "response", "output", "text", "completion", "prediction")
@@ -84,16 +85,24 @@ def _parse(raw: str, text_field: str | None, single: bool) -> tuple[str | int, l
     return qid, cands, sources
 
 
+def _decode(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"column {utf8_column(line, exc)}: {not_utf8(line, exc)}") from None
+
+
 def _records(path: Path, text_field: str | None, single: bool, skip_bad: bool, bad: list[BadLine]):
     """Yield (line number, id, candidates, sources) of one file."""
-    if not path.is_file():
+    if not readable_file(path):
         raise InputDataError(f"{path}: no such input file")
     seen: dict[str | int, int] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
             try:
+                raw = _decode(line)
+                if not raw.strip():
+                    continue
                 qid, cands, sources = _parse(raw, text_field, single)
                 if qid in seen:
                     raise ValueError(f"duplicate id {qid!r} (first on line {seen[qid]})")

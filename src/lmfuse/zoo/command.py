@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _list(args: argparse.Namespace) -> int:
     from lmfuse import zoo
 
+    print("accuracy on the full held-out set (100 questions per operation; `lmfuse demo` uses 50 by default)")
     print(f"{'name':<11} {'all':>5} {'add':>5} {'sub':>5} {'mul':>5}  path")
     for name in zoo.names():
         card = zoo.path(name) / "training.json"
@@ -34,8 +35,9 @@ def _eval(args: argparse.Namespace) -> int:
     from lmfuse.core.loading import load_model_and_tokenizer
 
     target = args.model if ("/" in args.model or ":" in args.model) else f"zoo:{args.model}"
+    questions = zoo.eval_set(args.per_op)  # a bad --per-op fails before the model loads
     model, tok = load_model_and_tokenizer(target, dtype="float32")
-    result = zoo.evaluate(zoo.hf_generate_fn(model, tok), zoo.eval_set(args.per_op))
+    result = zoo.evaluate(zoo.hf_generate_fn(model, tok), questions)
     print(
         " ".join(f"{k}={v:.3f}" for k, v in result.row().items())
         + f"  ({result.n} questions, {result.seconds:.1f} s)"

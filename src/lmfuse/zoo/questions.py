@@ -54,8 +54,11 @@ def sample_question(op: str, rng: random.Random, qid: str = "") -> Question:
 
 
 def eval_set(per_op: int = EVAL_PER_OP, ops: tuple[str, ...] = OPS) -> list[Question]:
-    """The fixed held-out set: ``per_op`` distinct questions per operation (at most ``EVAL_PER_OP``)."""
-    per_op = min(per_op, EVAL_PER_OP)
+    """The fixed held-out set: ``per_op`` distinct questions per operation (1 to ``EVAL_PER_OP``)."""
+    if isinstance(per_op, bool) or not isinstance(per_op, int) or not 1 <= per_op <= EVAL_PER_OP:
+        from lmfuse.errors import ConfigError
+
+        raise ConfigError(f"per_op: expected 1 to {EVAL_PER_OP} questions per operation, found {per_op!r}")
     out = []
     for op in ops:
         rng = random.Random(f"{EVAL_SEED}-{op}")
