@@ -90,6 +90,8 @@ class _GroupedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, w, offs = ctx.saved_tensors
+        if x.shape[0] == 0:  # grouped_mm rejects the (out, 0) transpose of an empty gradient
+            return x.new_zeros(x.shape), torch.zeros_like(w), None
         grad = grad.contiguous()
         grad_x = F.grouped_mm(grad, w, offs=offs) if ctx.needs_input_grad[0] else None
         grad_w = F.grouped_mm(grad.t(), x, offs=offs) if ctx.needs_input_grad[1] else None
@@ -129,7 +131,7 @@ def combine(ys: torch.Tensor, where: torch.Tensor, weights: torch.Tensor, rows: 
     → ``(S, M)``. The mix is one batched ``(1, k) @ (k, M)`` product per token.
     """
     s, k = weights.shape
-    per_choice = _FromExperts.apply(ys, where, rows).view(s, k, -1)
+    per_choice = _FromExperts.apply(ys, where, rows).view(s, k, ys.shape[-1])
     return torch.bmm(weights.unsqueeze(1), per_choice).squeeze(1)
 
 
