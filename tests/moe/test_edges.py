@@ -17,7 +17,7 @@ def build(cfg, seed: int = 0, dtype=torch.float32) -> MoE:
 # --- zero tokens --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["grouped", "loop"])
+@pytest.mark.parametrize("backend", ["grouped", "loop", "fused"])
 @pytest.mark.parametrize(
     "name,overrides",
     [

@@ -58,7 +58,7 @@ class MoEConfig:
     """Multiplicative jitter ``U(1-ε, 1+ε)`` on the router input in training (Switch: 0.01)."""
     bias_update_rate: float = 0.0
     """Aux-loss-free balancing step (DeepSeek-V3: 0.001); applied by ``MoE.update_bias``."""
-    backend: Literal["auto", "grouped", "loop"] = "auto"
+    backend: Literal["auto", "grouped", "loop", "fused"] = "auto"
     """Expert compute: one ``grouped_mm`` (fp32/bf16/fp16), a loop over experts, or ``auto``."""
 
     def validate(self) -> list[str]:

@@ -12,19 +12,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lmfuse.moe.fused import fused_moe
+
 GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def pick_backend(backend: str, dtype: torch.dtype, widths: tuple[int, ...] = ()) -> str:
-    """``auto`` → ``grouped`` where ``grouped_mm`` supports ``dtype`` and row strides, else ``loop``.
+    """``auto`` → ``fused`` (any dtype; the fastest on CPU in ``benchmarks/moe/run.py``).
 
     ``grouped_mm`` needs fp32/bf16/fp16 (no fp64) and rows of a multiple of 16 bytes (``widths``: the
     hidden and expert widths).
     """
+    if backend in ("auto", "fused", "loop"):
+        return "fused" if backend == "auto" else backend
     supported = hasattr(F, "grouped_mm") and dtype in GROUPED_DTYPES
     aligned = all(w * dtype.itemsize % 16 == 0 for w in widths)
-    if backend == "auto":
-        return "grouped" if supported and aligned else "loop"
     if backend == "grouped" and not (supported and aligned):
         raise ValueError(
             f"backend 'grouped' needs dtype in {GROUPED_DTYPES} and widths {widths} that are multiples of "
@@ -54,7 +56,8 @@ def expert_ffn(
     backend: str = "auto",
     row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run ``xs`` ``(N, M)``, sorted by expert with ``counts`` ``(E,)``, through stacked experts.
+    """Run ``xs`` ``(N, M)``, sorted by expert with ``counts`` ``(E,)``, through stacked experts (``fused``
+    here means the ``loop``: rows that arrive already gathered, as in expert parallelism).
 
     ``w_in``: ``(E, 2I, M)`` (swiglu: gate rows then up rows) or ``(E, I, M)`` (relu); ``w_out``: ``(E, M, I)``.
     ``row_weights`` ``(N,)`` scales each row's output (as transformers and the expert-parallel path do).
@@ -131,6 +134,8 @@ def dispatch_combine(
     rows, counts = sort_by_expert(indices, keep, w_in.shape[0])
     tokens = rows // k
     row_weights = weights.reshape(-1).index_select(0, rows).to(x.dtype)
+    if pick_backend(backend, x.dtype, (w_out.shape[1], w_out.shape[2])) == "fused":
+        return fused_moe(x, tokens, counts, row_weights, w_in, w_out, activation, s)
     ys = expert_ffn(x.index_select(0, tokens), counts, w_in, w_out, activation, backend, row_weights)
     return combine(ys, tokens, s)
 
