@@ -20,12 +20,19 @@ def free_port() -> int:
 
 
 def make_case(name: str, splits: list[int]):
+    """``mixtral-skewed``: every token picks experts 0 and 1, so rank 1's experts receive no rows."""
     torch.manual_seed(0)
     extra = dict(n_group=2, topk_group=1, num_experts_per_tok=2) if name == "deepseek_v3" else {}
-    cfg = preset(name, hidden_size=16, moe_intermediate_size=8, num_experts=4, **extra)
+    cfg = preset(
+        name.removesuffix("-skewed"), hidden_size=16, moe_intermediate_size=8, num_experts=4, **extra
+    )
     moe = MoE(cfg)
     moe.reset_parameters(std=0.3)
     x = torch.randn(sum(splits), 16)
+    if name.endswith("-skewed"):
+        x = x.abs()
+        with torch.no_grad():
+            moe.gate.weight.abs_()[2:].neg_()
     g = torch.randn(sum(splits), 16)
     return moe.eval(), x, g
 
@@ -56,7 +63,13 @@ def _worker(rank: int, port: int, name: str, splits: list[int], out_path: str) -
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name,splits", [("mixtral", S_PER_RANK), ("deepseek_v3", S_PER_RANK), ("mixtral", EMPTY_RANK)]
+    "name,splits",
+    [
+        ("mixtral", S_PER_RANK),
+        ("deepseek_v3", S_PER_RANK),
+        ("mixtral", EMPTY_RANK),  # rank 1: no tokens, but rows for its experts
+        ("mixtral-skewed", EMPTY_RANK[::-1]),  # rank 0: no tokens; rank 1: no rows for its experts
+    ],
 )
 def test_two_gloo_ranks_match_single_process(tmp_path, name, splits):
     out = str(tmp_path / "rank")

@@ -24,7 +24,8 @@ class MoEStats:
     """Routing statistics of one forward pass (losses are differentiable scalars)."""
 
     aux_loss: torch.Tensor
-    """GShard/Switch aux loss (first choices), 1.0 at balance."""
+    """GShard/Switch aux loss (first choices), 1.0 at balance (sigmoid routers: on scores normalised per
+    token)."""
     topk_aux_loss: torch.Tensor
     """Top-k aux loss over all choices, 1.0 at balance."""
     z_loss: torch.Tensor
