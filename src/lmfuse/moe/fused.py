@@ -39,15 +39,16 @@ def _forward(x, tokens, sizes, row_weights, w_in, w_out, activation, num_tokens,
             out = None if h_all is None else h_all[start : start + n]
             h = torch.mm(x.index_select(0, tok), w_in[e].t(), out=out)
             o = torch.mm(_act(h, activation), w_out[e].t())
-            y.index_add_(0, tok, o * row_weights[start : start + n, None])
+            y.index_add_(0, tok, o.mul_(row_weights[start : start + n, None]))
         start += n
     return y
 
 
 def _act(h: torch.Tensor, activation: str) -> torch.Tensor:
+    """A new tensor (``h`` is kept for the backward): in-place steps only on the fresh result."""
     if activation == "swiglu":
         gate, up = h.chunk(2, dim=-1)
-        return F.silu(gate) * up
+        return F.silu(gate).mul_(up)
     return F.relu(h)
 
 
@@ -57,8 +58,12 @@ def _act_backward(grad_a: torch.Tensor, h: torch.Tensor, activation: str) -> tor
         gate, up = h.chunk(2, dim=-1)
         sig = torch.sigmoid(gate)
         silu = gate * sig
-        grad_gate = grad_a * up * (sig * (1 + gate * (1 - sig)))
-        return torch.cat([grad_gate, grad_a * silu], dim=-1)
+        dsilu = (1 - sig).mul_(silu).add_(sig)  # silu'(g) = σ + silu·(1 − σ)
+        grad_h = torch.empty_like(h)
+        grad_gate, grad_up = grad_h.chunk(2, dim=-1)
+        torch.mul(grad_a, up, out=grad_gate).mul_(dsilu)
+        torch.mul(grad_a, silu, out=grad_up)
+        return grad_h
     return grad_a * (h > 0)
 
 
@@ -97,7 +102,7 @@ class _FusedMoE(torch.autograd.Function):
             t = torch.mm(g, w_out[e])  # (n, I) = g · W_out
             if need_w:
                 grad_w[sl] = (t * a).sum(-1)
-            grad_h = _act_backward(t * c, h, ctx.activation)  # (n, 2I)
+            grad_h = _act_backward(t.mul_(c), h, ctx.activation)  # (n, 2I)
             if need_in:
                 torch.mm(grad_h.t(), x.index_select(0, tok), out=grad_in[e])
             if need_x:
