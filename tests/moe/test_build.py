@@ -152,14 +152,14 @@ def test_refuses_non_empty_output_unless_overwrite(tmp_path, llama_family):
     assert "router_init: random" in (out / "lmfuse_recipe.yaml").read_text()
 
 
-def test_qwen2_moe_shared_expert_enters_at_half_strength_as_the_readme_says(tmp_path, make_dense):
+def test_qwen2_moe_shared_expert_enters_at_half_strength_as_the_readme_says(
+    tmp_path, make_dense, make_finetune
+):
     """Distinct experts and shared expert: each built block is Σ_j w_j·MLP_j(x) + sigmoid(0)·MLP_shared(x)
     with the routed MLPs and the shared MLP taken from their dense sources (the gate is written as zeros)."""
-    from tests.moe.conftest import save_finetune
-
     base = make_dense(tmp_path / "base", "qwen2")
-    fts = [save_finetune(base, tmp_path / f"ft{i}", seed=i + 1) for i in range(3)]
-    shared = save_finetune(base, tmp_path / "shared", seed=9)
+    fts = [make_finetune(base, tmp_path / f"ft{i}", seed=i + 1) for i in range(3)]
+    shared = make_finetune(base, tmp_path / "shared", seed=9)
     r = recipe(base, fts, shared_expert=SharedExpertSpec(str(shared)), router_init="random")
     build_moe(r, tmp_path / "moe")
     model = load_model(tmp_path / "moe", dtype=torch.float32)
