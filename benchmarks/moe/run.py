@@ -6,10 +6,11 @@ The floor is a dense SwiGLU FFN of the same width run on ``tokens·k`` rows — 
 backward also produces dx. Side by side in one run, interleaved repetition by repetition; each ratio is
 taken within one repetition and the table shows the median over ``--reps`` of those ratios:
 
-- ``lmfuse``: ``lmfuse.moe.MoE`` (fp32 router, sort by expert, ``index_select``, one ``grouped_mm`` per
-  projection, weighted ``index_add`` combine);
+- ``lmfuse``: ``lmfuse.moe.MoE`` with its default backend (``fused``: fp32 router, sort by expert, then per
+  expert gather → FFN → weighted ``index_add``, hand-written per-expert backward);
 - ``hf-mixtral``: transformers' own ``MixtralSparseMoeBlock`` (loop indexing ``W[e]`` + ``index_add_``);
-- with ``--all`` also ``lmfuse-loop`` (the loop-over-unbound-experts backend) and ``einsum`` (the seed's
+- with ``--all`` also ``lmfuse-grouped`` (every step for all experts at once, ``grouped_mm``),
+  ``lmfuse-loop`` (the loop-over-unbound-experts backend) and ``einsum`` (the seed's
   GShard one-hot einsum formulation, capacity factor 1.25, where it fits in memory).
 
     python benchmarks/moe/run.py --smoke           # seconds; what the test runs
@@ -62,6 +63,11 @@ def make_variants(s, m, e, i, k=2, seed=0, extra=False):
     }
     if extra:
         variants["lmfuse-loop"] = (lambda xx: loop(xx)[0], list(loop.parameters()))
+        grouped = MoE(
+            preset("mixtral", hidden_size=m, moe_intermediate_size=i, num_experts=e, backend="grouped")
+        )
+        grouped.train().load_state_dict(moe.state_dict())
+        variants["lmfuse-grouped"] = (lambda xx: grouped(xx)[0], list(grouped.parameters()))
     capacity = math.ceil(k * s / e * 1.25)
     if extra and s * e * capacity <= EINSUM_MAX_ELEMENTS:
         variants["einsum"] = (
@@ -132,7 +138,7 @@ def bench_shape(shape, reps: int, extra: bool = False) -> dict:
     return out
 
 
-NAMES = ["lmfuse", "hf-mixtral", "lmfuse-loop", "einsum"]
+NAMES = ["lmfuse", "hf-mixtral", "lmfuse-grouped", "lmfuse-loop", "einsum"]
 
 
 def table(results: list[dict]) -> str:
