@@ -1,10 +1,10 @@
-"""Fast dispatch: sort the routed (token, choice) pairs by expert, gather their tokens (``index_select``),
-run every expert in one grouped matmul with the combine weight folded in, and sum back into token order
-(``index_add``). Autograd's backwards of these are the mirror ops (``index_add`` / ``index_select``).
+"""Dispatch: sort the routed (token, choice) pairs by expert, run the experts, sum back into token order.
 
-``grouped`` uses ``torch.nn.functional.grouped_mm`` (fp32/bf16/fp16 on CPU); ``loop`` runs the same sorted
-segments through a loop over experts. Dropped choices are never computed and contribute exactly 0; the
-capacity mode uses the same machinery: it only changes ``keep``.
+``fused`` (the ``auto`` choice, ``fused.py``): per expert, gather its tokens, both projections, the weighted
+``index_add``, with a hand-written per-expert backward. ``grouped``: each step for all experts at once
+(``index_select``, ``torch.nn.functional.grouped_mm`` on fp32/bf16/fp16, weighted ``index_add``); ``loop``:
+the same with a loop over ``unbind``-ed experts. Dropped choices are never computed and contribute exactly
+0; the capacity mode uses the same machinery: it only changes ``keep``.
 """
 
 from __future__ import annotations
