@@ -1,13 +1,17 @@
-"""MoE layer speed on CPU (fp32): forward and forward+backward time divided by the floor.
+"""MoE layer speed on CPU (fp32): forward, and forward+backward *with the input gradient* (a layer inside a
+network needs dx), each divided by the dense floor and by transformers' block.
 
 The floor is a dense SwiGLU FFN of the same width run on ``tokens·k`` rows — the same matmul pair
-(``(S·k, M) × (M, 2I)`` then ``(S·k, I) × (I, M)``) and activation the experts do, with no routing.
-Side by side in one run, interleaved repetition by repetition, best of ``--reps``:
+(``(S·k, M) × (M, 2I)`` then ``(S·k, I) × (I, M)``) and activation the experts do, with no routing; its
+backward also produces dx. Side by side in one run, interleaved repetition by repetition; each ratio is
+taken within one repetition and the table shows the median over ``--reps`` of those ratios:
 
-- ``lmfuse``: ``lmfuse.moe.MoE`` (fp32 router, sort by expert, one ``grouped_mm``, reshape-and-sum combine);
-- ``lmfuse-loop``: the same with the loop-over-unbound-experts backend;
+- ``lmfuse``: ``lmfuse.moe.MoE`` with its default backend (``fused``: fp32 router, sort by expert, then per
+  expert gather → FFN → weighted ``index_add``, hand-written per-expert backward);
 - ``hf-mixtral``: transformers' own ``MixtralSparseMoeBlock`` (loop indexing ``W[e]`` + ``index_add_``);
-- ``einsum``: the seed's GShard one-hot einsum formulation (capacity factor 1.25), where it fits in memory.
+- with ``--all`` also ``lmfuse-grouped`` (every step for all experts at once, ``grouped_mm``),
+  ``lmfuse-loop`` (the loop-over-unbound-experts backend) and ``einsum`` (the seed's
+  GShard one-hot einsum formulation, capacity factor 1.25, where it fits in memory).
 
     python benchmarks/moe/run.py --smoke           # seconds; what the test runs
     python benchmarks/moe/run.py                   # the three issue shapes, 1 thread (tens of minutes)
@@ -19,6 +23,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import time
 
 import torch
@@ -39,7 +44,7 @@ def floor_fn(x, w_in, w_out, k):
     return (F.silu(gate) * up) @ w_out
 
 
-def make_variants(s, m, e, i, k=2, seed=0):
+def make_variants(s, m, e, i, k=2, seed=0, extra=False):
     torch.manual_seed(seed)
     x = torch.randn(s, m)
     cfg = preset("mixtral", hidden_size=m, moe_intermediate_size=i, num_experts=e, num_experts_per_tok=k)
@@ -54,11 +59,17 @@ def make_variants(s, m, e, i, k=2, seed=0):
     variants = {
         "floor": (lambda xx: floor_fn(xx, w_in, w_out, k), [w_in, w_out]),
         "lmfuse": (lambda xx: moe(xx)[0], list(moe.parameters())),
-        "lmfuse-loop": (lambda xx: loop(xx)[0], list(loop.parameters())),
         "hf-mixtral": _hf_block(moe, m, e, i, k),
     }
+    if extra:
+        variants["lmfuse-loop"] = (lambda xx: loop(xx)[0], list(loop.parameters()))
+        grouped = MoE(
+            preset("mixtral", hidden_size=m, moe_intermediate_size=i, num_experts=e, backend="grouped")
+        )
+        grouped.train().load_state_dict(moe.state_dict())
+        variants["lmfuse-grouped"] = (lambda xx: grouped(xx)[0], list(grouped.parameters()))
     capacity = math.ceil(k * s / e * 1.25)
-    if s * e * capacity <= EINSUM_MAX_ELEMENTS:
+    if extra and s * e * capacity <= EINSUM_MAX_ELEMENTS:
         variants["einsum"] = (
             lambda xx: einsum_moe(
                 xx, moe.gate.weight, moe.experts_in, moe.experts_out, k, capacity, "swiglu"
@@ -87,8 +98,10 @@ def clock() -> float:
 
 
 def time_once(fn, params, x, grad_out, backward: bool) -> float:
+    """One call; with ``backward`` the input gradient is computed too (``x`` requires grad)."""
     for p in params:
         p.grad = None
+    x.grad = None
     start = clock()
     if backward:
         y = fn(x)
@@ -99,37 +112,53 @@ def time_once(fn, params, x, grad_out, backward: bool) -> float:
     return clock() - start
 
 
-def bench_shape(shape, reps: int) -> dict:
+def bench_shape(shape, reps: int, extra: bool = False) -> dict:
     s, m, e, i = shape
-    x, variants = make_variants(s, m, e, i)
+    x, variants = make_variants(s, m, e, i, extra=extra)
+    x.requires_grad_()
     grad_out = torch.randn(s, m)
     out = {"shape": dict(tokens=s, hidden=m, experts=e, width=i), "fwd": {}, "fwd_bwd": {}}
     for mode, backward in (("fwd", False), ("fwd_bwd", True)):
-        best = {name: float("inf") for name in variants}
-        if not backward:  # warm-up once per variant
-            for fn, params in variants.values():
-                time_once(fn, params, x, None, False)
+        times = {name: [] for name in variants}
+        for fn, params in variants.values():  # warm-up once per variant and mode
+            g = grad_out.repeat(2, 1) if fn is variants["floor"][0] else grad_out
+            time_once(fn, params, x, g, backward)
         for _ in range(reps):
             for name, (fn, params) in variants.items():
                 g = grad_out.repeat(2, 1) if name == "floor" else grad_out
-                best[name] = min(best[name], time_once(fn, params, x, g, backward))
-        out[mode] = {n: dict(seconds=t, ratio=t / best["floor"]) for n, t in best.items()}
+                times[name].append(time_once(fn, params, x, g, backward))
+        out[mode] = {
+            n: dict(
+                seconds=statistics.median(t),
+                ratio=statistics.median(a / b for a, b in zip(t, times["floor"], strict=True)),
+                vs_hf=statistics.median(a / b for a, b in zip(t, times["hf-mixtral"], strict=True)),
+            )
+            for n, t in times.items()
+        }
     return out
 
 
+NAMES = ["lmfuse", "hf-mixtral", "lmfuse-grouped", "lmfuse-loop", "einsum"]
+
+
 def table(results: list[dict]) -> str:
-    names = ["lmfuse", "lmfuse-loop", "hf-mixtral", "einsum"]
+    names = [n for n in NAMES if any(n in r["fwd"] for r in results)]
     lines = [
-        "| tokens, hidden, experts, width | mode | floor s | " + " | ".join(f"{n} ×" for n in names) + " |"
+        "| tokens, hidden, experts, width | mode | floor s | "
+        + " | ".join(f"{n} ÷ floor" for n in names)
+        + " | lmfuse ÷ hf-mixtral |"
     ]
-    lines.append("|" + "---|" * (3 + len(names)))
+    lines.append("|" + "---|" * (4 + len(names)))
     for r in results:
         sh = r["shape"]
         label = f"{sh['tokens']}, {sh['hidden']}, {sh['experts']}, {sh['width']}"
         for mode in ("fwd", "fwd_bwd"):
             row = r[mode]
             cells = [f"{row[n]['ratio']:.2f}" if n in row else "n/a" for n in names]
-            lines.append(f"| {label} | {mode} | {row['floor']['seconds']:.3f} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {label} | {mode} | {row['floor']['seconds']:.3f} | " + " | ".join(cells)
+                + f" | {row['lmfuse']['vs_hf']:.2f} |"
+            )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -138,21 +167,26 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one repetition")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median of ratios)")
+    parser.add_argument("--all", action="store_true", help="also the loop backend and the einsum oracle")
+    parser.add_argument("--shapes", help="tokens,hidden,experts,width;... instead of the issue's three")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 = timed by process CPU time")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes, reps = (SMOKE, 1) if args.smoke else (FULL, args.reps)
+    if args.shapes:
+        shapes = [tuple(int(v) for v in part.split(",")) for part in args.shapes.split(";")]
     results = []
     for shape in shapes:
-        results.append(bench_shape(shape, reps))
+        results.append(bench_shape(shape, reps, args.all or args.smoke))
         print(table(results[-1:]), flush=True)
     report = dict(
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), threads=torch.get_num_threads(),
         clock="process CPU time" if torch.get_num_threads() == 1 else "wall time",
         machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        statistic=f"median over {reps} interleaved repetitions of per-repetition ratios; fwd_bwd includes dx",
         results=results,
     )  # fmt: skip
     print(table(results))

@@ -40,3 +40,9 @@ def llama_family(tmp_path_factory):
 def make_dense():
     """``make_dense(directory, arch, seed=0)`` saves a tiny dense model (llama, mistral, qwen2, qwen3)."""
     return save_dense
+
+
+@pytest.fixture
+def make_finetune():
+    """``make_finetune(base, directory, seed)`` saves a perturbed copy of ``base`` (see ``save_finetune``)."""
+    return save_finetune

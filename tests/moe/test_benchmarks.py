@@ -21,9 +21,11 @@ def test_layer_benchmark_smoke(capsys):
     (result,) = report["results"]
     for mode in ("fwd", "fwd_bwd"):
         row = result[mode]
-        assert set(row) == {"floor", "lmfuse", "lmfuse-loop", "hf-mixtral", "einsum"}
+        assert set(row) == {"floor", "lmfuse", "lmfuse-grouped", "lmfuse-loop", "hf-mixtral", "einsum"}
         assert row["floor"]["ratio"] == 1.0
         assert all(math.isfinite(v["ratio"]) and v["ratio"] > 0 for v in row.values())
+        assert row["hf-mixtral"]["vs_hf"] == 1.0
+    assert "fwd_bwd includes dx" in report["statistic"]
     assert "| 128, 32, 4, 64 | fwd |" in capsys.readouterr().out
 
 

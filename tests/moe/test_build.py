@@ -155,3 +155,30 @@ def test_refuses_non_empty_output_unless_overwrite(tmp_path, llama_family):
     build_moe(recipe(base, fts[:2], router_init="random"), out, overwrite=True)
     assert (out / "model.safetensors").is_file()
     assert "router_init: random" in (out / "lmfuse_recipe.yaml").read_text()
+
+
+def test_qwen2_moe_shared_expert_enters_at_half_strength_as_the_readme_says(
+    tmp_path, make_dense, make_finetune
+):
+    """Distinct experts and shared expert: each built block is Σ_j w_j·MLP_j(x) + sigmoid(0)·MLP_shared(x)
+    with the routed MLPs and the shared MLP taken from their dense sources (the gate is written as zeros)."""
+    base = make_dense(tmp_path / "base", "qwen2")
+    fts = [make_finetune(base, tmp_path / f"ft{i}", seed=i + 1) for i in range(3)]
+    shared = make_finetune(base, tmp_path / "shared", seed=9)
+    r = recipe(base, fts, shared_expert=SharedExpertSpec(str(shared)), router_init="random")
+    build_moe(r, tmp_path / "moe")
+    model = load_model(tmp_path / "moe", dtype=torch.float32)
+    dense = [load_model(p, dtype=torch.float32) for p in fts]
+    shared_model = load_model(shared, dtype=torch.float32)
+    x = torch.randn(7, 32, generator=torch.Generator().manual_seed(0))
+    for layer, block in enumerate(model.model.layers):
+        mlp = block.mlp
+        assert torch.count_nonzero(mlp.shared_expert_gate.weight) == 0
+        probs = torch.softmax(x @ mlp.gate.weight.T, -1)
+        top = probs.topk(r.num_experts_per_tok, -1)
+        w = top.values / top.values.sum(-1, keepdim=True)  # Qwen2-MoE built with norm_topk_prob=True
+        with torch.no_grad():
+            outs = torch.stack([d.model.layers[layer].mlp(x) for d in dense], 1)  # (S, E, M)
+            routed = (w[..., None] * outs.gather(1, top.indices[..., None].expand(-1, -1, 32))).sum(1)
+            expected = routed + 0.5 * shared_model.model.layers[layer].mlp(x)
+            torch.testing.assert_close(mlp(x[None])[0], expected, rtol=1e-5, atol=1e-6)

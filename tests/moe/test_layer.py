@@ -35,7 +35,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["grouped", "loop"])
+@pytest.mark.parametrize("backend", ["grouped", "loop", "fused"])
 @pytest.mark.parametrize("name,overrides", CASES)
 def test_backends_equal_einsum_oracle_with_same_capacity_and_draws(name, overrides, backend):
     cfg = preset(name, hidden_size=16, moe_intermediate_size=12, backend=backend, **overrides)
@@ -61,7 +61,7 @@ def test_dropless_backends_equal_each_other_outputs_and_gradients():
     )
     results = {}
     x0 = torch.randn(2, 17, 16)
-    for backend in ("grouped", "loop"):
+    for backend in ("grouped", "loop", "fused"):
         cfg.backend = backend
         moe = build(cfg).train()
         x = x0.clone().requires_grad_()
@@ -70,10 +70,11 @@ def test_dropless_backends_equal_each_other_outputs_and_gradients():
         loss.backward()
         grads = [x.grad] + [p.grad for p in moe.parameters()]
         results[backend] = (y.detach(), grads)
-    torch.testing.assert_close(results["grouped"][0], results["loop"][0], rtol=1e-5, atol=1e-6)
-    for a, b in zip(results["grouped"][1], results["loop"][1], strict=True):
-        assert a is not None and a.abs().sum() > 0
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for other in ("loop", "fused"):
+        torch.testing.assert_close(results["grouped"][0], results[other][0], rtol=1e-5, atol=1e-6)
+        for a, b in zip(results["grouped"][1], results[other][1], strict=True):
+            assert a is not None and a.abs().sum() > 0
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_dropless_equals_dense_reference():
@@ -92,18 +93,19 @@ def test_dropless_equals_dense_reference():
     torch.testing.assert_close(y, dense, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["loop", "fused"])
 @pytest.mark.parametrize("name", ["gshard", "mixtral", "deepseek_v3"])
-def test_fp64_gradcheck(name):
+def test_fp64_gradcheck(name, backend):
     overrides = dict(num_experts=8, n_group=2, topk_group=1) if name == "deepseek_v3" else {}
     if name == "gshard":
         overrides = dict(num_experts=4, second_expert_policy="all", min_capacity=1)
-    cfg = preset(name, hidden_size=6, moe_intermediate_size=4, **overrides)
+    cfg = preset(name, hidden_size=6, moe_intermediate_size=4, backend=backend, **overrides)
     moe = build(cfg, dtype=torch.float64).eval()
     x = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
     w_in = moe.experts_in.detach().clone().requires_grad_()
     w_out = moe.experts_out.detach().clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b, c: _functional(moe, a, b, c), (x, w_in, w_out))
-    # the module's own forward matches the functional form (and picks the loop backend for fp64)
+    # the module's own forward matches the functional form
     torch.testing.assert_close(moe(x)[0], _functional(moe, x, moe.experts_in, moe.experts_out))
 
 
@@ -113,7 +115,9 @@ def _functional(moe, x, w_in, w_out):
 
     logits = torch.nn.functional.linear(x, moe.gate.weight)
     r = route(moe.cfg, logits, bias=moe.expert_bias if moe.cfg.scoring == "sigmoid" else None)
-    y = dispatch_combine(x, r.indices, r.weights.to(x.dtype), r.keep, w_in, w_out, moe.cfg.activation)
+    y = dispatch_combine(
+        x, r.indices, r.weights.to(x.dtype), r.keep, w_in, w_out, moe.cfg.activation, moe.cfg.backend
+    )
     return y + (moe.shared(x) if moe.shared is not None else 0)
 
 

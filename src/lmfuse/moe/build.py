@@ -218,7 +218,8 @@ def _averaged(readers: list[CheckpointReader], name: str, dtype: torch.dtype):
 
 
 def _shared_expert(src: _Sources, layer: int, m: int, dtype: torch.dtype) -> list[ExportTensor]:
-    """Qwen2-MoE's shared expert (the MLP of ``shared_expert.source``, or width 0) and its gate (zeros)."""
+    """Qwen2-MoE's shared expert (the MLP of ``shared_expert.source``, or width 0) and its gate: zeros, so
+    ``sigmoid(0) = ½`` scales the shared MLP on every token until the gate is trained (as the README says)."""
     out = [
         ExportTensor(
             f"model.layers.{layer}.mlp.shared_expert_gate.weight",

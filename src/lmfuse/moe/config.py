@@ -29,6 +29,10 @@ class MoEConfig:
     """Choices per token ``k``."""
     n_shared_experts: int = 0
     """Always-on shared experts (DeepSeekMoE); they form one dense MLP of width ``n·moe_intermediate_size``."""
+    shared_expert_intermediate_size: int | None = None
+    """Width of the shared MLP when it is not ``n_shared_experts·moe_intermediate_size`` (Qwen2-MoE)."""
+    shared_expert_gate: bool = False
+    """Qwen2-MoE: the shared MLP's output is scaled per token by ``sigmoid(x·w_g)``, ``w_g`` ``(1, M)``."""
     activation: Literal["swiglu", "relu"] = "swiglu"
     """``swiglu`` (Mixtral, DeepSeek: ``silu(gate)·up``) or ``relu`` (GShard's FFN)."""
     scoring: Literal["softmax", "sigmoid"] = "softmax"
@@ -54,7 +58,7 @@ class MoEConfig:
     """Multiplicative jitter ``U(1-ε, 1+ε)`` on the router input in training (Switch: 0.01)."""
     bias_update_rate: float = 0.0
     """Aux-loss-free balancing step (DeepSeek-V3: 0.001); applied by ``MoE.update_bias``."""
-    backend: Literal["auto", "grouped", "loop"] = "auto"
+    backend: Literal["auto", "grouped", "loop", "fused"] = "auto"
     """Expert compute: one ``grouped_mm`` (fp32/bf16/fp16), a loop over experts, or ``auto``."""
 
     def validate(self) -> list[str]:
@@ -77,6 +81,13 @@ class MoEConfig:
             )
         elif self.n_group > 1 and not 1 <= self.topk_group <= self.n_group:
             problems.append(f"topk_group: expected 1..n_group ({self.n_group}), found {self.topk_group}")
+        if self.shared_expert_gate and self.n_shared_experts < 1:
+            problems.append("shared_expert_gate: needs a shared expert (n_shared_experts >= 1), found 0")
+        width = self.shared_expert_intermediate_size
+        if width is not None and width < 1:
+            problems.append(
+                f"shared_expert_intermediate_size: expected a positive integer or null, found {width}"
+            )
         if self.scoring == "sigmoid" and self.second_expert_policy != "all":
             problems.append("second_expert_policy: sigmoid scoring supports only 'all'")
         if not 0 <= self.router_jitter < 1:
@@ -98,6 +109,13 @@ class MoEConfig:
         k, e = self.num_experts_per_tok, self.num_experts
         return max(self.min_capacity, math.ceil(k * num_tokens / e * factor))
 
+    @property
+    def shared_width(self) -> int:
+        """Width of the fused shared MLP (0 without shared experts)."""
+        if not self.n_shared_experts:
+            return 0
+        return self.shared_expert_intermediate_size or self.n_shared_experts * self.moe_intermediate_size
+
 
 PRESETS: dict[str, dict] = {
     # GShard: top-2, ReLU FFN, capacity 2S/E, random routing of the second expert, normalise before drops.
@@ -114,6 +132,12 @@ PRESETS: dict[str, dict] = {
     "mixtral": dict(num_experts=8, num_experts_per_tok=2, activation="swiglu", norm_topk="before_drop"),
     # DeepSeekMoE 16B: 64 fine-grained routed + 2 shared, 6 active, raw softmax weights.
     "deepseek_moe": dict(num_experts=64, num_experts_per_tok=6, n_shared_experts=2, norm_topk="none"),
+    # Qwen2-MoE (Qwen1.5-MoE-A2.7B: 60 routed of width 1408, top-4, raw softmax weights, one shared MLP of
+    # width 5632 scaled by a per-token sigmoid gate).
+    "qwen2_moe": dict(
+        num_experts=60, num_experts_per_tok=4, norm_topk="none", n_shared_experts=1,
+        shared_expert_intermediate_size=5632, shared_expert_gate=True,
+    ),
     # DeepSeek-V3: sigmoid scores, bias for selection only, top-8 of 256 in 4 of 8 groups, x2.5.
     "deepseek_v3": dict(
         num_experts=256, num_experts_per_tok=8, n_shared_experts=1, scoring="sigmoid",
@@ -124,7 +148,8 @@ PRESETS: dict[str, dict] = {
 
 
 def preset(name: str, **overrides) -> MoEConfig:
-    """A preset's config (``gshard``, ``switch``, ``mixtral``, ``deepseek_moe``, ``deepseek_v3``) with overrides."""
+    """A preset's config (``gshard``, ``switch``, ``mixtral``, ``deepseek_moe``, ``qwen2_moe``, ``deepseek_v3``)
+    with overrides."""
     if name not in PRESETS:
         raise ConfigError(f"preset: expected one of {', '.join(PRESETS)}, found {name!r}")
     fields = {f.name for f in dataclasses.fields(MoEConfig)}

@@ -1,10 +1,10 @@
-"""Fast dispatch: sort the routed (token, choice) pairs by expert, run every expert in one grouped
-matmul, then combine by reshaping to ``(tokens, k)`` and summing.
+"""Dispatch: sort the routed (token, choice) pairs by expert, run the experts, sum back into token order.
 
-``grouped`` uses ``torch.nn.functional.grouped_mm`` (fp32/bf16/fp16 on CPU); ``loop`` runs the same sorted
-segments through a loop over experts, with the stacked weights ``unbind``-ed once (indexing ``W[e]``
-inside the loop would zero-fill a full-size gradient per expert). Dropped choices are never computed and
-contribute exactly 0. The capacity mode uses the same machinery: it only changes ``keep``.
+``fused`` (the ``auto`` choice, ``fused.py``): per expert, gather its tokens, both projections, the weighted
+``index_add``, with a hand-written per-expert backward. ``grouped``: each step for all experts at once
+(``index_select``, ``torch.nn.functional.grouped_mm`` on fp32/bf16/fp16, weighted ``index_add``); ``loop``:
+the same with a loop over ``unbind``-ed experts. Dropped choices are never computed and contribute exactly
+0; the capacity mode uses the same machinery: it only changes ``keep``.
 """
 
 from __future__ import annotations
@@ -12,19 +12,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lmfuse.moe.fused import fused_moe
+
 GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def pick_backend(backend: str, dtype: torch.dtype, widths: tuple[int, ...] = ()) -> str:
-    """``auto`` → ``grouped`` where ``grouped_mm`` supports ``dtype`` and row strides, else ``loop``.
+    """``auto`` → ``fused`` (any dtype; the fastest on CPU in ``benchmarks/moe/run.py``).
 
     ``grouped_mm`` needs fp32/bf16/fp16 (no fp64) and rows of a multiple of 16 bytes (``widths``: the
     hidden and expert widths).
     """
+    if backend in ("auto", "fused", "loop"):
+        return "fused" if backend == "auto" else backend
     supported = hasattr(F, "grouped_mm") and dtype in GROUPED_DTYPES
     aligned = all(w * dtype.itemsize % 16 == 0 for w in widths)
-    if backend == "auto":
-        return "grouped" if supported and aligned else "loop"
     if backend == "grouped" and not (supported and aligned):
         raise ValueError(
             f"backend 'grouped' needs dtype in {GROUPED_DTYPES} and widths {widths} that are multiples of "
@@ -37,16 +39,12 @@ def sort_by_expert(indices: torch.Tensor, keep: torch.Tensor, num_experts: int):
     """Order of the kept ``(token, choice)`` pairs grouped by expert.
 
     ``indices``, ``keep``: ``(S, k)``. Returns ``rows`` ``(N,)`` flat pair ids (token·k + choice) in expert
-    order, ``counts`` ``(E,)`` pairs per expert, and ``where`` ``(S·k,)``: each pair's row in the sorted
-    batch, or ``N`` for dropped pairs (pointing at a zero row).
+    order (dropped pairs are not in it) and ``counts`` ``(E,)`` pairs per expert.
     """
     experts = torch.where(keep, indices, num_experts).reshape(-1)
     order = torch.argsort(experts, stable=True)
-    counts = torch.bincount(experts, minlength=num_experts + 1)
-    n = int(counts[:num_experts].sum())
-    where = torch.empty_like(order)
-    where[order] = torch.arange(order.numel(), device=order.device)
-    return order[:n], counts[:num_experts], where.clamp_max(n)
+    counts = torch.bincount(experts, minlength=num_experts + 1)[:num_experts]
+    return order[: int(counts.sum())], counts
 
 
 def expert_ffn(
@@ -56,23 +54,36 @@ def expert_ffn(
     w_out: torch.Tensor,
     activation: str,
     backend: str = "auto",
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run ``xs`` ``(N, M)``, sorted by expert with ``counts`` ``(E,)``, through stacked experts.
+    """Run ``xs`` ``(N, M)``, sorted by expert with ``counts`` ``(E,)``, through stacked experts (``fused``
+    here means the ``loop``: rows that arrive already gathered, as in expert parallelism).
 
     ``w_in``: ``(E, 2I, M)`` (swiglu: gate rows then up rows) or ``(E, I, M)`` (relu); ``w_out``: ``(E, M, I)``.
+    ``row_weights`` ``(N,)`` scales each row's output (as transformers and the expert-parallel path do).
     Returns ``(N, M)``.
     """
     backend = pick_backend(backend, xs.dtype, (w_out.shape[1], w_out.shape[2]))
     if backend == "grouped":
         offs = torch.cumsum(counts, 0).to(torch.int32)
-        h = _GroupedLinear.apply(xs, w_in, offs)
-        return _GroupedLinear.apply(_activate(h, activation), w_out, offs)
+        h = _activate(_GroupedLinear.apply(xs, w_in, offs), activation)
+        ys = _GroupedLinear.apply(h, w_out, offs)
+    else:
+        ys = _loop_ffn(xs, counts, w_in, w_out, activation)
+    return ys if row_weights is None else ys * row_weights[:, None]
+
+
+def _loop_ffn(xs, counts, w_in, w_out, activation) -> torch.Tensor:
+    """One ``F.linear`` pair per expert that has rows (``unbind`` once: indexing ``W[e]`` would zero-fill a
+    full-size gradient per expert); experts without rows cost nothing."""
     outs = []
     chunks = torch.split(xs, counts.tolist())
     for x_e, wi, wo in zip(chunks, w_in.unbind(0), w_out.unbind(0), strict=True):
         if x_e.shape[0]:
             outs.append(F.linear(_activate(F.linear(x_e, wi), activation), wo))
-    return torch.cat(outs) if outs else xs.new_zeros(0, w_out.shape[1])
+    if not outs:  # no rows at all: stay connected to ``xs`` (an expert-parallel backward needs the path)
+        return F.linear(_activate(F.linear(xs, w_in[0]), activation), w_out[0])
+    return torch.cat(outs)
 
 
 class _GroupedLinear(torch.autograd.Function):
@@ -90,6 +101,8 @@ class _GroupedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, w, offs = ctx.saved_tensors
+        if x.shape[0] == 0:  # grouped_mm rejects the (out, 0) transpose of an empty gradient
+            return x.new_zeros(x.shape), torch.zeros_like(w), None
         grad = grad.contiguous()
         grad_x = F.grouped_mm(grad, w, offs=offs) if ctx.needs_input_grad[0] else None
         grad_w = F.grouped_mm(grad.t(), x, offs=offs) if ctx.needs_input_grad[1] else None
@@ -118,53 +131,21 @@ def dispatch_combine(
     ``x``: ``(S, M)``; ``indices``, ``weights``, ``keep``: ``(S, k)``. Returns ``(S, M)`` in ``x.dtype``.
     """
     s, k = indices.shape
-    rows, counts, where = sort_by_expert(indices, keep, w_in.shape[0])
-    ys = expert_ffn(_ToExperts.apply(x, rows, where, k), counts, w_in, w_out, activation, backend)
-    return combine(ys, where, weights.to(x.dtype), rows)
+    rows, counts = sort_by_expert(indices, keep, w_in.shape[0])
+    tokens = rows // k
+    row_weights = weights.reshape(-1).index_select(0, rows).to(x.dtype)
+    if pick_backend(backend, x.dtype, (w_out.shape[1], w_out.shape[2])) == "fused":
+        return fused_moe(x, tokens, counts, row_weights, w_in, w_out, activation, s)
+    ys = expert_ffn(x.index_select(0, tokens), counts, w_in, w_out, activation, backend, row_weights)
+    return combine(ys, tokens, s)
 
 
-def combine(ys: torch.Tensor, where: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Back to token order and mixed: ``ys`` ``(N, M)`` expert outputs in sorted order, ``where`` ``(S·k,)``
-    each pair's row (``N`` = dropped), ``rows`` ``(N,)`` each sorted row's pair, ``weights`` ``(S, k)``
-    → ``(S, M)``. The mix is one batched ``(1, k) @ (k, M)`` product per token.
-    """
-    s, k = weights.shape
-    per_choice = _FromExperts.apply(ys, where, rows).view(s, k, -1)
-    return torch.bmm(weights.unsqueeze(1), per_choice).squeeze(1)
-
-
-def _pad_dropped(t: torch.Tensor, pairs: int) -> torch.Tensor:
-    """``t`` ``(N, M)`` plus a zero row at index ``N`` when pairs were dropped (``N < pairs``)."""
-    return t if t.shape[0] >= pairs else torch.cat([t, t.new_zeros(1, t.shape[1])])
-
-
-class _ToExperts(torch.autograd.Function):
-    """``x[rows // k]``: tokens in expert order (``index_select``: far faster than indexing on CPU). Backward gathers each token's ``k`` row gradients and sums
-    them (``where`` is the inverse map), instead of a scatter-add."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, rows: torch.Tensor, where: torch.Tensor, k: int) -> torch.Tensor:
-        ctx.save_for_backward(where)
-        ctx.k = k
-        return x.index_select(0, rows // k)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (where,) = ctx.saved_tensors
-        grad = _pad_dropped(grad, where.numel())
-        return grad.index_select(0, where).view(-1, ctx.k, grad.shape[1]).sum(1), None, None, None
-
-
-class _FromExperts(torch.autograd.Function):
-    """``ys[where]`` with a zero row for dropped pairs: ``(S·k, M)`` in (token, choice) order. Backward is
-    the inverse gather ``grad[rows]`` (each sorted row has exactly one pair)."""
-
-    @staticmethod
-    def forward(ctx, ys: torch.Tensor, where: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(rows)
-        return _pad_dropped(ys, where.numel()).index_select(0, where)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (rows,) = ctx.saved_tensors
-        return grad.index_select(0, rows), None, None
+def combine(
+    ys: torch.Tensor, tokens: torch.Tensor, num_tokens: int, row_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Back to token order: ``ys`` ``(N, M)`` expert outputs in sorted order (already weighted, or scaled by
+    ``row_weights`` ``(N,)`` here), ``tokens`` ``(N,)`` each row's token → ``(num_tokens, M)``, the sum of
+    each token's rows (one ``index_add``; its backward is one gather). Tokens with no rows get 0."""
+    if row_weights is not None:
+        ys = ys * row_weights[:, None]
+    return ys.new_zeros(num_tokens, ys.shape[1]).index_add(0, tokens, ys)

@@ -24,7 +24,8 @@ class MoEStats:
     """Routing statistics of one forward pass (losses are differentiable scalars)."""
 
     aux_loss: torch.Tensor
-    """GShard/Switch aux loss (first choices), 1.0 at balance."""
+    """GShard/Switch aux loss (first choices), 1.0 at balance (sigmoid routers: on scores normalised per
+    token)."""
     topk_aux_loss: torch.Tensor
     """Top-k aux loss over all choices, 1.0 at balance."""
     z_loss: torch.Tensor
@@ -37,23 +38,38 @@ class MoEStats:
     routing: Routing
 
 
+def real_token_ids(mask: torch.Tensor, token_shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Flat ids ``(S_real,)`` of the real tokens in ``mask`` (shape ``token_shape``, bool or 0/1)."""
+    if tuple(mask.shape) != tuple(token_shape):
+        raise ValueError(
+            f"mask: expected shape {tuple(token_shape)} (the input without its hidden dimension), "
+            f"found {tuple(mask.shape)}"
+        )
+    return torch.nonzero(mask.reshape(-1).to(device) != 0).squeeze(1)
+
+
 class SharedExperts(nn.Module):
-    """DeepSeekMoE's always-on experts, fused into one dense MLP of width ``n·I``."""
+    """DeepSeekMoE's always-on experts, fused into one dense MLP of width ``cfg.shared_width`` (``up``: gate
+    rows then up rows for swiglu); with ``cfg.shared_expert_gate``, Qwen2-MoE's per-token
+    ``sigmoid(x·gate)`` scales its output."""
 
     def __init__(self, cfg: MoEConfig) -> None:
         super().__init__()
-        width = cfg.n_shared_experts * cfg.moe_intermediate_size
+        width = cfg.shared_width
         glu = cfg.activation == "swiglu"
         self.activation = cfg.activation
         self.up = nn.Linear(cfg.hidden_size, (2 if glu else 1) * width, bias=False)
         self.down = nn.Linear(width, cfg.hidden_size, bias=False)
+        self.gate = nn.Linear(cfg.hidden_size, 1, bias=False) if cfg.shared_expert_gate else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(x)
         if self.activation == "swiglu":
             gate, up = h.chunk(2, dim=-1)
-            return self.down(F.silu(gate) * up)
-        return self.down(F.relu(h))
+            out = self.down(F.silu(gate) * up)
+        else:
+            out = self.down(F.relu(h))
+        return out if self.gate is None else torch.sigmoid(self.gate(x)) * out
 
 
 class MoE(nn.Module):
@@ -81,24 +97,34 @@ class MoE(nn.Module):
         x: torch.Tensor,
         draws: RouterDraws | None = None,
         generator: torch.Generator | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, MoEStats]:
-        """``x``: ``(..., M)`` → ``y`` ``(..., M)`` and stats. ``draws`` fixes the random routing choices."""
+        """``x``: ``(..., M)`` → ``y`` ``(..., M)`` and stats. ``draws`` fixes the random routing choices.
+
+        ``mask`` ``(...)`` (``x.shape[:-1]``, bool or 0/1, as an attention mask): only real tokens are
+        routed, take capacity (computed over the real tokens) and count in the losses and stats; padding
+        gets routed output 0. With a mask, ``draws`` and ``stats.routing`` have one row per real token.
+        """
         cfg, shape = self.cfg, x.shape
         x = x.reshape(-1, shape[-1])  # (S, M)
-        router_in = x
+        real = None if mask is None else real_token_ids(mask, shape[:-1], x.device)
+        xr = x if real is None else x.index_select(0, real)
+        router_in = xr
         if self.training and cfg.router_jitter > 0:
-            noise = torch.empty_like(x).uniform_(1 - cfg.router_jitter, 1 + cfg.router_jitter)
-            router_in = x * noise
+            noise = torch.empty_like(xr).uniform_(1 - cfg.router_jitter, 1 + cfg.router_jitter)
+            router_in = xr * noise
         # (S, E); the router runs in fp32 at least, whatever the model dtype.
         logits = F.linear(router_precision(router_in), router_precision(self.gate.weight))
         if self.training and draws is None and cfg.second_expert_policy != "all":
-            draws = make_draws(cfg, x.shape[0], generator)
+            draws = make_draws(cfg, xr.shape[0], generator)
         bias = self.expert_bias if cfg.scoring == "sigmoid" else None
         routing = route(cfg, logits, self.training, bias, draws)
         y = dispatch_combine(
-            x, routing.indices, routing.weights, routing.keep,
+            xr, routing.indices, routing.weights, routing.keep,
             self.experts_in, self.experts_out, cfg.activation, cfg.backend,
         )  # fmt: skip
+        if real is not None:
+            y = x.new_zeros(x.shape).index_copy(0, real, y)
         if self.shared is not None:
             y = y + self.shared(x)
         return y.view(shape), self._stats(routing)
@@ -106,12 +132,15 @@ class MoE(nn.Module):
     def _stats(self, routing: Routing) -> MoEStats:
         e = self.cfg.num_experts
         load = torch.bincount(routing.indices[routing.keep], minlength=e)
+        # Sigmoid scores do not sum to 1 over experts: the losses take them normalised per token.
+        probs = losses.normalised_scores(routing.scores) if self.cfg.scoring == "sigmoid" else routing.scores
+        kept = routing.keep.numel()
         return MoEStats(
-            aux_loss=losses.balance_loss(routing.scores, routing.indices[:, 0]),
-            topk_aux_loss=losses.topk_balance_loss(routing.scores, routing.indices),
+            aux_loss=losses.balance_loss(probs, routing.indices[:, 0]),
+            topk_aux_loss=losses.topk_balance_loss(probs, routing.indices),
             z_loss=losses.router_z_loss(routing.logits),
             load=load,
-            fraction_dropped=1.0 - float(routing.keep.float().mean()),
+            fraction_dropped=1.0 - float(routing.keep.sum()) / kept if kept else 0.0,
             capacity=routing.capacity,
             routing=routing,
         )

@@ -87,15 +87,16 @@ class ExpertParallelMoE(nn.Module):
             draws = make_draws(cfg, s, generator)
         bias = self.expert_bias if cfg.scoring == "sigmoid" else None
         r = route(cfg, logits, self.training, bias, draws)
-        rows, counts, where = sort_by_expert(r.indices, r.keep, cfg.num_experts)
+        rows, counts = sort_by_expert(r.indices, r.keep, cfg.num_experts)
         recv_counts = torch.empty_like(counts)
         dist.all_to_all_single(recv_counts, counts, group=self.group)  # (world·local,) by source rank
         in_splits = counts.view(self.world, self.local).sum(1).tolist()
         out_splits = recv_counts.view(self.world, self.local).sum(1).tolist()
-        received = all_to_all(x[rows // k], out_splits, in_splits, self.group)
+        tokens = rows // k
+        received = all_to_all(x.index_select(0, tokens), out_splits, in_splits, self.group)
         ys = self._local_experts(received, recv_counts)
         back = all_to_all(ys, in_splits, out_splits, self.group)  # (N, M), in the order of ``rows``
-        y = combine(back, where, r.weights.to(x.dtype), rows)
+        y = combine(back, tokens, s, r.weights.reshape(-1).index_select(0, rows).to(x.dtype))
         if self.shared is not None:
             y = y + self.shared(x)
         return y.view(shape)
