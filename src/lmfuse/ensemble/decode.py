@@ -10,7 +10,7 @@ its text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +49,22 @@ class DecodeResult:
     ensembled: int = 0
     """Row-steps decided by the full ensemble (the rest by the confident lead member alone)."""
     row_steps: int = 0
+    drafted: int = 0
+    """Speculation: drafted tokens the combined distribution accepted, summed over rows and calls."""
+    calls: int = 0
+    """Speculation: row-calls of the lead's drafter (mean accepted length = drafted / calls)."""
+
+
+@dataclass
+class Step:
+    """One committed step of a batch (what ``shared_steps`` yields)."""
+
+    tokens: torch.Tensor
+    """(batch,) committed ids; the pad id for rows that had already finished."""
+    logp: torch.Tensor
+    """(batch, vocab) the combined log-probs the tokens were chosen from, before temperature."""
+    live: torch.Tensor
+    """(batch,) bool: the rows that committed a token at this step."""
 
 
 def decode_shared(
@@ -66,6 +82,31 @@ def decode_shared(
     ``gate``: when set, a row whose lead-member top probability is at least ``gate`` takes the lead's
     token distribution alone; other members run only when some row needs them. Logits are combined on
     ``device`` (default: the lead member's)."""
+    batch = input_ids.shape[0]
+    result = DecodeResult(torch.empty(batch, 0, dtype=torch.long), ["length"] * batch)
+    steps = [
+        s.tokens
+        for s in shared_steps(
+            members, weights, combine, input_ids, attention_mask, options, result, gate, device
+        )
+    ]
+    if steps:
+        result.tokens = torch.stack(steps, dim=1)
+    return result
+
+
+def shared_steps(
+    members: Sequence[Member],
+    weights: Sequence[float],
+    combine: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    options: SamplingOptions,
+    result: DecodeResult,
+    gate: float | None = None,
+    device: torch.device | None = None,
+) -> Iterator[Step]:
+    """``decode_shared`` one committed step at a time; ``result`` gets the counts and row reasons."""
     device = device or members[0].device
     combine_fn = COMBINE[combine]
     lead_tok = members[0].tokenizer
@@ -82,9 +123,8 @@ def decode_shared(
     # Tokens each member has not yet read, with their mask: at first the whole prompt.
     pending = [(input_ids, attention_mask) for _ in members]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    reason = ["length"] * batch
+    reason = result.finished_by
     out: list[torch.Tensor] = []
-    result = DecodeResult(torch.empty(batch, 0, dtype=torch.long), reason)
 
     for step in range(options.max_new_tokens):
         lead_logits = states[0].forward(*pending[0]).to(device)
@@ -105,6 +145,7 @@ def decode_shared(
         result.row_steps += int((~finished).sum())
 
         token = next_tokens(logp, options.temperature, options.top_k, options.top_p, generator)
+        live = ~finished
         token = torch.where(finished, torch.full_like(token, pad_id), token)  # (batch,)
         out.append(token)
         just_eos = ~finished & torch.isin(token, eos)
@@ -114,12 +155,10 @@ def decode_shared(
         if options.stop:
             _check_stop(lead_tok, torch.stack(out, dim=1), finished, reason, options.stop)
         result.steps = step + 1
+        yield Step(token, logp, live)
         if bool(finished.all()):
             break
         pending = [_append(p, token) for p in pending]  # commit the token to every member
-
-    result.tokens = torch.stack(out, dim=1) if out else result.tokens
-    return result
 
 
 def _catch_up(state: MemberState, pending: list, i: int, rows: torch.Tensor | None, lead: torch.Tensor):

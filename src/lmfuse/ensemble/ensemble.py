@@ -8,13 +8,15 @@ by ``cross.decode_cross`` (text committed, each member advanced by its own token
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
 from lmfuse.core.tokenizers import compare_tokenizers
+from lmfuse.ensemble import complete as _complete
 from lmfuse.ensemble.combine import COMBINE, normalise_weights
+from lmfuse.ensemble.complete import Chunk, Completion
 from lmfuse.ensemble.cross import Aligner, AlignmentReport, decode_cross
 from lmfuse.ensemble.decode import SamplingOptions, cut_at_stop, decode_shared
 from lmfuse.ensemble.member import Member, load_member
@@ -209,6 +211,68 @@ class Ensemble:
         self._add_stats(res)
         return torch.cat([input_ids.to(self.device), res.tokens.to(self.device)], dim=1)
 
+    # ------------------------------------------------------------------ completions (for servers)
+
+    def complete(
+        self,
+        prompts: Sequence[str | list[dict]],
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        chat: bool = False,
+        logprobs: int = 0,
+        batch_size: int = 16,
+    ) -> list[Completion]:
+        """``generate`` with what a server returns: finish reason, token counts and, per committed step,
+        its log-prob under the combined distribution and the ``logprobs`` most likely steps. The texts
+        equal ``generate``'s. With ``chat`` a prompt may be a list of ``{"role", "content"}`` messages."""
+        options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, False)
+        if logprobs < 0 or batch_size < 1:
+            raise ConfigError(f"logprobs >= 0 and batch_size >= 1 expected, found {logprobs}, {batch_size}")
+        self.stats = GenerationStats()
+        out: list[Completion] = []
+        for start in range(0, len(prompts), batch_size):
+            opts = replace(options, seed=None if seed is None else seed + start)
+            events, transcripts, counts, res = _complete.batch_events(
+                self, prompts[start : start + batch_size], opts, chat, logprobs
+            )
+            done = _complete.collect(events, transcripts, counts)
+            for r, c in enumerate(done):
+                c.finish_reason = _complete.finish_reason(res, r)
+            out.extend(done)
+            self._add_stats(res)
+        return out
+
+    def stream(
+        self,
+        prompt: str | list[dict],
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        chat: bool = False,
+        logprobs: int = 0,
+    ) -> Iterator[Chunk]:
+        """One ``Chunk`` per committed step of one prompt, as soon as it is decided; the chunks' texts
+        add up to ``complete([prompt], ...)[0].text`` (same options, same seed)."""
+        options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, False)
+        if logprobs < 0:
+            raise ConfigError(f"logprobs: expected an integer >= 0, found {logprobs}")
+        batch = _complete.batch_events(self, [prompt], options, chat, logprobs)  # bad input fails here
+        return self._stream(batch, max_new_tokens)
+
+    def _stream(self, batch, max_new_tokens: int) -> Iterator[Chunk]:
+        self.stats = GenerationStats()
+        res = yield from _complete.stream_steps(batch, max_new_tokens)
+        self._add_stats(res)
+
     # ------------------------------------------------------------------ scoring
 
     @torch.no_grad()
@@ -270,15 +334,20 @@ class Ensemble:
         stops = [s for s in (stop or []) if s]
         return SamplingOptions(max_new_tokens, temperature, top_k, top_p, stops, seed, ignore_eos)
 
-    def _template(self, member: Member, prompt: str, chat: bool) -> str:
+    def _template(self, member: Member, prompt: str | list[dict], chat: bool) -> str:
         if not chat:
+            if not isinstance(prompt, str):
+                raise ConfigError(
+                    f"prompts: expected a string, found {type(prompt).__name__} (a list of messages "
+                    f"needs chat=True / --chat)"
+                )
             return prompt
         if not getattr(member.tokenizer, "chat_template", None):
             raise ConfigError(
                 f"chat: member {member.name} has no chat template; expected a tokenizer with "
                 f"chat_template set, or call without chat=True / --chat"
             )
-        messages = [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         return member.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode(self, prompts: list[str], chat: bool) -> tuple[torch.Tensor, torch.Tensor]:
