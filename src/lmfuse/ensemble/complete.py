@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lmfuse.ensemble.cross import EOS, CrossStep, cross_steps
-from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, Step, cut_at_stop, shared_steps
+from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, Step, cut_at_stop
 from lmfuse.ensemble.track import utf8_prefix
 
 
@@ -169,9 +169,7 @@ def batch_events(ens, prompts: list, options: SamplingOptions, chat: bool, n_top
     res = DecodeResult(torch.empty(len(prompts), 0, dtype=torch.long), ["length"] * len(prompts))
     if ens.shared_vocab:
         ids, mask = ens._encode([ens._template(lead, p, chat) for p in prompts], chat)
-        steps = shared_steps(
-            ens.members, ens.weights, ens.combine, ids, mask, options, res, ens.gate, ens.device
-        )
+        steps = ens.steps(ids, mask, options, res)
         events = (shared_events(s, lead.tokenizer, n_top) for s in steps)
         transcripts = [Transcript(lead.tokenizer, lead.eos_ids, stop) for _ in prompts]
         return events, transcripts, mask.sum(1).tolist(), res

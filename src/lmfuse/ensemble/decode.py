@@ -49,10 +49,8 @@ class DecodeResult:
     ensembled: int = 0
     """Row-steps decided by the full ensemble (the rest by the confident lead member alone)."""
     row_steps: int = 0
-    drafted: int = 0
-    """Speculation: drafted tokens the combined distribution accepted, summed over rows and calls."""
-    calls: int = 0
-    """Speculation: row-calls of the lead's drafter (mean accepted length = drafted / calls)."""
+    speculations: int = 0
+    """Speculation: rounds summed over rows (mean accepted length = row_steps / speculations)."""
 
 
 @dataclass

@@ -18,8 +18,9 @@ from lmfuse.ensemble import complete as _complete
 from lmfuse.ensemble.combine import COMBINE, normalise_weights
 from lmfuse.ensemble.complete import Chunk, Completion
 from lmfuse.ensemble.cross import Aligner, AlignmentReport, decode_cross
-from lmfuse.ensemble.decode import SamplingOptions, cut_at_stop, decode_shared
+from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, Step, cut_at_stop, shared_steps
 from lmfuse.ensemble.member import Member, load_member
+from lmfuse.ensemble.speculate import speculative_steps
 from lmfuse.errors import ConfigError, IncompatibleModelsError
 
 ALIGN_MODES = ("auto", "ids", "bytes")
@@ -45,6 +46,13 @@ class GenerationStats:
     steps: int = 0
     row_steps: int = 0
     ensembled: int = 0
+    speculations: int = 0
+    """Speculation rounds summed over rows (0 without ``speculate``)."""
+
+    @property
+    def mean_accepted(self) -> float:
+        """Speculation: tokens committed per round and row (1..k; 0 without ``speculate``)."""
+        return self.row_steps / self.speculations if self.speculations else 0.0
 
     @property
     def ensembled_fraction(self) -> float:
@@ -64,6 +72,9 @@ class Ensemble:
         union_top_k: with byte alignment, candidates are the union of each member's top-k tokens
             (0: the union of the whole vocabularies, exact but slower).
         gate: selective ensembling: a step is ensembled only where the lead's top probability < gate.
+        speculate: k > 0 drafts k tokens with the lead per round, verified by the others in one forward
+            each (``speculate.py``): the same greedy tokens / the same distribution as the plain ensemble.
+        adaptive: with ``speculate``, k grows while drafts are kept and shrinks when they are not.
         device: where logits are combined (default: the lead member's device).
         devices: one device per member when loading from paths (default CPU).
         dtype: of members loaded from paths (default float32; "auto" keeps the saved dtype).
@@ -77,6 +88,8 @@ class Ensemble:
         align: str = "auto",
         union_top_k: int = 10,
         gate: float | None = None,
+        speculate: int = 0,
+        adaptive: bool = False,
         device: str | torch.device | None = None,
         devices: Sequence[str | None] | None = None,
         dtype: str | torch.dtype | None = "float32",
@@ -94,6 +107,12 @@ class Ensemble:
             problems.append(
                 f"union_top_k: expected an integer >= 0 (0 = whole vocabularies), found {union_top_k}"
             )
+        if speculate < 0:
+            problems.append(f"speculate: expected an integer >= 0 (0 = off), found {speculate}")
+        if speculate and gate is not None:
+            problems.append(
+                "speculate and gate: expected one of them, found both (a gated step has no verifier)"
+            )
         if devices is not None and len(devices) != len(members):
             problems.append(f"devices: expected one per member ({len(members)}), found {len(devices)}")
         if problems:
@@ -105,6 +124,8 @@ class Ensemble:
         ]
         self.combine = combine
         self.gate = gate
+        self.speculate = speculate
+        self.adaptive = adaptive
         self.union_top_k = union_top_k
         self.device = torch.device(device) if device is not None else self.members[0].device
         same = all(
@@ -120,6 +141,11 @@ class Ensemble:
                 + "\nexpected members that share a tokenizer for align='ids'; use align='bytes' (or 'auto')"
             )
         self.shared_vocab = same and align != "bytes"
+        if speculate and not self.shared_vocab:
+            raise ConfigError(
+                "speculate: expected members that share a tokenizer; speculation over byte-aligned "
+                "members is not implemented yet (use speculate=0)"
+            )
         self.aligner = None if self.shared_vocab else Aligner(self.members)
         self.stats = GenerationStats()
 
@@ -162,9 +188,7 @@ class Ensemble:
             chunk = prompts[start : start + batch_size]
             if self.shared_vocab:
                 ids, mask = self._encode([self._template(self.members[0], p, chat) for p in chunk], chat)
-                res = decode_shared(
-                    self.members, self.weights, self.combine, ids, mask, opts, self.gate, self.device
-                )
+                res = self._decode_shared(ids, mask, opts)
                 texts.extend(self._texts(res.tokens, options.stop))
             else:  # each member reads the prompt in its own template and tokens
                 rows = [[self._prompt_ids(m, p, chat) for m in self.members] for p in chunk]
@@ -204,9 +228,7 @@ class Ensemble:
             )
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         options = self._options(max_new_tokens, temperature, top_p, top_k, None, seed, ignore_eos)
-        res = decode_shared(
-            self.members, self.weights, self.combine, input_ids, mask, options, self.gate, self.device
-        )
+        res = self._decode_shared(input_ids, mask, options)
         self.stats = GenerationStats()
         self._add_stats(res)
         return torch.cat([input_ids.to(self.device), res.tokens.to(self.device)], dim=1)
@@ -374,10 +396,33 @@ class Ensemble:
             texts.append(cut_at_stop(lead.tokenizer.decode(row[:cut], skip_special_tokens=True), stop))
         return texts
 
+    def steps(self, ids, mask, options: SamplingOptions, result: DecodeResult) -> Iterator[Step]:
+        """The shared-tokenizer decode loop in use: plain (``decode.py``) or speculative."""
+        if self.speculate:
+            return speculative_steps(
+                self.members, self.weights, self.combine, ids, mask, options, result,
+                self.speculate, self.adaptive, self.device,
+            )  # fmt: skip
+        args = (self.members, self.weights, self.combine, ids, mask, options, result, self.gate, self.device)
+        return shared_steps(*args)
+
+    def _decode_shared(self, ids, mask, options: SamplingOptions) -> DecodeResult:
+        """Each row's committed ids (a speculative step commits only in some rows), right-padded."""
+        res = DecodeResult(torch.empty(len(ids), 0, dtype=torch.long), ["length"] * len(ids))
+        rows: list[list[int]] = [[] for _ in range(len(ids))]
+        for step in self.steps(ids, mask, options, res):
+            for r in step.live.nonzero().flatten().tolist():
+                rows[r].append(int(step.tokens[r]))
+        width = max(map(len, rows))
+        pad = self.members[0].tokenizer.pad_token_id
+        res.tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+        return res
+
     def _add_stats(self, res) -> None:
         self.stats.steps += res.steps
         self.stats.row_steps += res.row_steps
         self.stats.ensembled += res.ensembled
+        self.stats.speculations += res.speculations
 
 
 def _check_nonempty(lengths: list[int], name: str) -> None:

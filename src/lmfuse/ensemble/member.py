@@ -32,6 +32,10 @@ class Member:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def open(self, batch: int) -> MemberState:
+        """A fresh decoding state for ``batch`` rows (remote members return their own kind)."""
+        return MemberState(self, batch)
+
 
 def _as_set(value) -> set[int]:
     if value is None:
@@ -155,6 +159,16 @@ class MemberState:
         new_mask[rows] = mask[rows]
         self.mask = torch.cat([self.mask, new_mask], dim=1)
         return out.logits[:, -1, : self.member.vocab_size].float()
+
+    def drop(self, n: torch.Tensor) -> None:
+        """Forget each row's last ``n[r]`` tokens (batch,): their columns are masked out, and the
+        columns no row uses any more are cropped."""
+        counts = [int(x) for x in n.tolist()]
+        width = self.length
+        for r, m in enumerate(counts):
+            if m > 0:
+                self.mask[r, width - m :] = 0
+        self.crop(min(counts))
 
     def crop(self, n: int) -> None:
         """Drop the last ``n`` cached tokens (a rollback), keeping everything before them."""
