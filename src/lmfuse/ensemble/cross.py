@@ -20,6 +20,7 @@ from lmfuse.ensemble.align import AlignmentReport, VocabMap, alignment_report
 from lmfuse.ensemble.combine import COMBINE, next_tokens
 from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, cut_at_stop
 from lmfuse.ensemble.member import Member
+from lmfuse.ensemble.remote import call_all
 from lmfuse.ensemble.track import Track, TrackBatch, utf8_possible, utf8_prefix
 
 EOS = b""
@@ -143,16 +144,16 @@ def cross_steps(
         lead_lp = torch.log_softmax(batches[0].sync(active), -1)  # (batch, vocab)
         need = [r for r in active if gate is None or float(lead_lp[r].max().exp()) < gate]
         # the other members catch up (roll back + one chunk) only for rows the gate sends to all
-        lps = [lead_lp] + [torch.log_softmax(b.sync(need), -1) for b in batches[1:]] if need else [lead_lp]
+        lps = [lead_lp] + _sync_all(batches[1:], need) if need else [lead_lp]
         result.ensembled += len(need)
         result.row_steps += len(active)
         result.steps = step + 1
         choices: list[Choice | None] = [None] * len(prompts)
         for r in active:
-            use = range(len(batches)) if r in need else range(1)
+            use = [i for i, lp in enumerate(lps) if lp is not None] if r in need else [0]
             tracks = [batches[i].tracks[r] for i in use]
             logps = [lps[i][r] for i in use]
-            w = [weights[i] for i in use] if r in need else [1.0]
+            w = [weights[i] / sum(weights[j] for j in use) for i in use] if r in need else [1.0]
             choices[r] = _choose(tracks, logps, w, texts[r], combine, options, union_top_k, generator)
             choice = choices[r].cands[choices[r].pick] if choices[r] else None
             if choice is None or choice == EOS:  # None: no member can continue the committed bytes
@@ -167,6 +168,13 @@ def cross_steps(
         yield CrossStep(choices)
         if not active:
             break
+
+
+def _sync_all(batches: Sequence[TrackBatch], rows: list[int]) -> list[torch.Tensor | None]:
+    """The other members' (batch, vocab) log-probs for ``rows`` (remote members concurrently; ``None``
+    for a dropped one)."""
+    calls = [lambda b=b: torch.log_softmax(b.sync(rows), -1) for b in batches]
+    return call_all(calls, parallel=any(hasattr(b.member, "base_url") for b in batches))
 
 
 def _choose(

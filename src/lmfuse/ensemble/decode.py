@@ -17,6 +17,7 @@ import torch
 
 from lmfuse.ensemble.combine import COMBINE, next_tokens
 from lmfuse.ensemble.member import Member, MemberState
+from lmfuse.ensemble.remote import MemberDropped, call_all
 
 
 @dataclass
@@ -117,7 +118,7 @@ def shared_steps(
         generator = torch.Generator(device=device).manual_seed(options.seed)
 
     batch = input_ids.shape[0]
-    states = [MemberState(m, batch) for m in members]
+    states = [m.open(batch) for m in members]
     # Tokens each member has not yet read, with their mask: at first the whole prompt.
     pending = [(input_ids, attention_mask) for _ in members]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -125,20 +126,25 @@ def shared_steps(
     out: list[torch.Tensor] = []
 
     for step in range(options.max_new_tokens):
-        lead_logits = states[0].forward(*pending[0]).to(device)
-        pending[0] = None
-        logp = torch.log_softmax(lead_logits, dim=-1)  # (batch, vocab)
+        if gate is None:  # every member reads the committed token (remote members concurrently)
+            logits = forward_all(states, pending, device)
+            pending = [None] * len(members)
+            logp = combine_alive(combine_fn, logits, weights)
+        else:
+            lead_logits = states[0].forward(*pending[0]).to(device)
+            pending[0] = None
+            logp = torch.log_softmax(lead_logits, dim=-1)  # (batch, vocab)
         need = ~finished
         if gate is not None:
             need &= logp.max(dim=-1).values.exp() < gate
-        if gate is None or bool(need.any()):
-            # Every other member catches up on what it skipped in one chunked forward (with a gate,
-            # only for the rows that need it).
-            rows = need.nonzero().flatten() if gate is not None and int(need.sum()) < batch else None
+        if gate is not None and bool(need.any()):
+            # Every other member catches up on what it skipped in one chunked forward, only for the
+            # rows that need it.
+            rows = need.nonzero().flatten() if int(need.sum()) < batch else None
             logits = [lead_logits] + [
                 _catch_up(states[i], pending, i, rows, lead_logits) for i in range(1, len(members))
             ]
-            logp = torch.where(need[:, None], combine_fn(logits, weights), logp)
+            logp = torch.where(need[:, None], combine_alive(combine_fn, logits, weights), logp)
         result.ensembled += int(need.sum())
         result.row_steps += int((~finished).sum())
 
@@ -161,7 +167,15 @@ def shared_steps(
 
 def _catch_up(state: MemberState, pending: list, i: int, rows: torch.Tensor | None, lead: torch.Tensor):
     """Member ``i`` reads its pending (ids, mask) (batch, n): all rows, or only ``rows`` (the others
-    keep theirs). Returns (batch, vocab) logits on the lead's device, valid for the rows that ran."""
+    keep theirs). Returns (batch, vocab) logits on the lead's device, valid for the rows that ran;
+    ``None`` for a remote member dropped after a failure."""
+    try:
+        return _catch_up_rows(state, pending, i, rows, lead)
+    except MemberDropped:
+        return None
+
+
+def _catch_up_rows(state, pending: list, i: int, rows: torch.Tensor | None, lead: torch.Tensor):
     if rows is not None:
         sub = state.forward_rows(rows, *pending[i])
         if sub is not None:
@@ -199,3 +213,28 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """``text`` up to (not including) the earliest stop string."""
     cuts = [text.find(s) for s in stop if s in text]
     return text[: min(cuts)] if cuts else text
+
+
+def forward_all(states: Sequence, pending: list, device) -> list[torch.Tensor | None]:
+    """Every member reads its pending (ids, mask): (batch, vocab) logits each on ``device``, ``None``
+    for a dropped remote member. Remote members are called at the same time."""
+
+    def one(i: int):
+        return lambda: states[i].forward(*pending[i]).to(device)
+
+    return call_all([one(i) for i in range(len(states))], parallel=any(_remote(s) for s in states))
+
+
+def _remote(state) -> bool:
+    return hasattr(state.member, "base_url")
+
+
+def combine_alive(
+    combine_fn, logits: Sequence[torch.Tensor | None], weights: Sequence[float]
+) -> torch.Tensor:
+    """Combine the members that answered (``None``: dropped), their weights renormalised."""
+    if logits[0] is None:
+        raise AssertionError("the lead member cannot be dropped")  # excluded when the ensemble is built
+    alive = [(x, w) for x, w in zip(logits, weights, strict=True) if x is not None]
+    total = sum(w for _, w in alive) or 1.0
+    return combine_fn([x for x, _ in alive], [w / total for _, w in alive])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -48,6 +48,9 @@ class GenerationStats:
     ensembled: int = 0
     speculations: int = 0
     """Speculation rounds summed over rows (0 without ``speculate``)."""
+    dropped: dict[str, str] = field(default_factory=dict)
+    """Remote members dropped after a failure (``on_failure: drop``) → the error; the result was
+    decided by the others from then on."""
 
     @property
     def mean_accepted(self) -> float:
@@ -122,6 +125,12 @@ class Ensemble:
         self.members: list[Member] = [
             load_member(s, dtype, d, i) for i, (s, d) in enumerate(zip(members, devs, strict=True))
         ]
+        lead = self.members[0]
+        if getattr(lead, "on_failure", "error") == "drop":
+            raise ConfigError(
+                f"members[0] ({lead.name}): on_failure 'drop' is not possible for the lead member (it "
+                f"drafts and decides EOS); expected on_failure 'error' there"
+            )
         self.combine = combine
         self.gate = gate
         self.speculate = speculate
@@ -147,7 +156,7 @@ class Ensemble:
                 "members is not implemented yet (use speculate=0)"
             )
         self.aligner = None if self.shared_vocab else Aligner(self.members)
-        self.stats = GenerationStats()
+        self._fresh_stats()
 
     @property
     def vocab_sizes(self) -> list[int]:
@@ -181,7 +190,7 @@ class Ensemble:
         options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, ignore_eos)
         if batch_size < 1:
             raise ConfigError(f"batch_size: expected a positive integer, found {batch_size}")
-        self.stats = GenerationStats()
+        self._fresh_stats()
         texts: list[str] = []
         for start in range(0, len(prompts), batch_size):
             opts = replace(options, seed=None if seed is None else seed + start)
@@ -228,8 +237,8 @@ class Ensemble:
             )
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         options = self._options(max_new_tokens, temperature, top_p, top_k, None, seed, ignore_eos)
+        self._fresh_stats()
         res = self._decode_shared(input_ids, mask, options)
-        self.stats = GenerationStats()
         self._add_stats(res)
         return torch.cat([input_ids.to(self.device), res.tokens.to(self.device)], dim=1)
 
@@ -255,7 +264,7 @@ class Ensemble:
         options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, False)
         if logprobs < 0 or batch_size < 1:
             raise ConfigError(f"logprobs >= 0 and batch_size >= 1 expected, found {logprobs}, {batch_size}")
-        self.stats = GenerationStats()
+        self._fresh_stats()
         out: list[Completion] = []
         for start in range(0, len(prompts), batch_size):
             opts = replace(options, seed=None if seed is None else seed + start)
@@ -291,7 +300,7 @@ class Ensemble:
         return self._stream(batch, max_new_tokens)
 
     def _stream(self, batch, max_new_tokens: int) -> Iterator[Chunk]:
-        self.stats = GenerationStats()
+        self._fresh_stats()
         res = yield from _complete.stream_steps(batch, max_new_tokens)
         self._add_stats(res)
 
@@ -324,12 +333,7 @@ class Ensemble:
         width = max(map(len, rows))
         ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        from lmfuse.ensemble.member import MemberState
-
-        logits = [
-            MemberState(m, len(rows)).forward(ids, mask, all_logits=True).to(self.device)
-            for m in self.members
-        ]
+        logits = [m.open(len(rows)).forward(ids, mask, all_logits=True).to(self.device) for m in self.members]
         logp = COMBINE[self.combine](logits, self.weights)[:, :-1]  # (batch, width-1, vocab)
         target = ids[:, 1:].to(self.device)
         got = logp.gather(-1, target[..., None]).squeeze(-1)  # (batch, width-1)
@@ -418,7 +422,17 @@ class Ensemble:
         res.tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
         return res
 
+    def _fresh_stats(self) -> None:
+        """A new call: empty stats, and remote members dropped by the last call are tried again."""
+        self.stats = GenerationStats()
+        for m in self.members:
+            if getattr(m, "failed", None):
+                m.failed = None
+
     def _add_stats(self, res) -> None:
+        for m in self.members:
+            if getattr(m, "failed", None):
+                self.stats.dropped[m.name] = m.failed
         self.stats.steps += res.steps
         self.stats.row_steps += res.row_steps
         self.stats.ensembled += res.ensembled

@@ -72,8 +72,12 @@ def load_member(
 ) -> Member:
     """A member from a path, ``zoo:NAME``, hub id, ``(model, tokenizer)`` pair or ``Member``; a pair is
     named after its model's directory, or ``member{index}``."""
+    from lmfuse.ensemble.remote import is_remote, parse_remote
+
     if isinstance(spec, Member):
         return spec
+    if is_remote(spec):
+        return spec if hasattr(spec, "open") and not isinstance(spec, dict) else parse_remote(spec, index)
     if isinstance(spec, tuple | list) and len(spec) == 2:
         model, tok = spec
         name = os.path.basename(str(getattr(model.config, "_name_or_path", "") or "").rstrip("/"))

@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from lmfuse.ensemble.combine import COMBINE, apply_temperature, apply_top_k, apply_top_p
-from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, Step
+from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, Step, combine_alive
+from lmfuse.ensemble.remote import call_all
 
 Pick = Callable[[torch.Tensor], torch.Tensor]
 """(batch, vocab) processed log-probs → (batch,) drafted ids."""
@@ -65,12 +66,12 @@ def speculative_steps(
     while not bool(done.all()):
         k = min(k, options.max_new_tokens - min(counts[r] for r in range(batch) if not done[r]))
         draft, q = _draft(states[0], pending, k, options, generator)
-        scores = [q] + [_verify(s, pending, draft, device) for s in states[1:]]
-        mixed = COMBINE[combine](scores, weights)  # (batch, k, vocab), before temperature
+        scores = [q] + _verify_all(states[1:], pending, draft, device)
+        mixed = combine_alive(COMBINE[combine], scores, weights)  # (batch, k, vocab), before temperature
         n, token = _accept(mixed, q, draft, options, generator)
         committed = torch.cat([draft, token[:, None]], 1)  # row r commits committed[r, n_r - 1] last
         committed.scatter_(1, (n - 1)[:, None], token[:, None])
-        for s in states:
+        for s in states:  # (a dropped member's state is never read again)
             s.drop(k - n)  # every member read the k - 1 drafts: forget each row's rejected ones
         live_rows = (~done).nonzero().flatten().tolist()
         result.speculations += len(live_rows)  # mean accepted length: row_steps / speculations
@@ -100,6 +101,7 @@ def _draft(state, pending, k: int, options: SamplingOptions, generator) -> tuple
             return logp.argmax(-1)
         return torch.multinomial(_process(logp, options).softmax(-1), 1, generator=generator).squeeze(-1)
 
+    pick.greedy = options.temperature <= 0
     if hasattr(state, "draft"):
         return state.draft(*pending, k, pick)
     ids, mask = pending
@@ -112,6 +114,12 @@ def _draft(state, pending, k: int, options: SamplingOptions, generator) -> tuple
         mask = torch.ones_like(ids)
     # the lead has read the pending ids and drafts 1..k-1, as the verifiers will
     return torch.stack(drafts, 1), torch.stack(logps, 1)
+
+
+def _verify_all(states, pending, draft: torch.Tensor, device) -> list[torch.Tensor | None]:
+    """The verifiers' log-probs at the drafted positions (remote members at the same time)."""
+    calls = [lambda s=s: _verify(s, pending, draft, device) for s in states]
+    return call_all(calls, parallel=any(hasattr(s.member, "base_url") for s in states))
 
 
 def _verify(state, pending, draft: torch.Tensor, device) -> torch.Tensor:
