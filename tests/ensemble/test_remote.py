@@ -82,7 +82,8 @@ def test_member_that_dies_mid_generation(local_texts):
                     ]
                 )
                 chunks = ens.stream(PROMPTS[0], max_new_tokens=NEW)
-                head = [next(chunks).text for _ in range(3)]
+                head = "".join(next(chunks).text for _ in range(3))
+                assert local_texts[("base", "add")][0].startswith(head)  # the ensemble, so far
             # the server is gone: the next step fails
             if policy == "error":
                 with pytest.raises(RemoteMemberError, match="add@.*failed after 2 attempt"):
@@ -102,3 +103,20 @@ def test_remote_config_problems_all_at_once():
         assert part in msg
     with pytest.raises(ConfigError, match="lead member"):
         Ensemble([remote("http://127.0.0.1:9/v1", "base", on_failure="drop"), "zoo:add"])
+
+
+def test_cli_remote_members_and_members_file(url, local_texts, tmp_path, capsys):
+    from lmfuse.cli import main
+
+    want = local_texts[("base", "add")][0]
+    argv = ["ensemble", "--prompt", PROMPTS[0], "--max-new-tokens", str(NEW), "--logprobs", str(FULL)]
+    assert main([*argv, "--model", f"{url}#base", "--tokenizer", "zoo:base", "--model", "zoo:add"]) == 0
+    assert capsys.readouterr().out == want + "\n"
+    cfg = tmp_path / "members.yaml"
+    cfg.write_text(f"members:\n  - {{base_url: '{url}', model: base, tokenizer: 'zoo:base'}}\n  - zoo:add\n")
+    assert main([*argv, "--members", str(cfg), "--speculate", "4", "--report"]) == 0
+    out = capsys.readouterr()
+    assert out.out == want + "\n" and "mean accepted length" in out.err
+    assert main([*argv, "--model", f"{url}", "--model", "zoo:add"]) == 2
+    err = capsys.readouterr().err
+    assert "--tokenizer: expected one per http:// --model (1), found 0" in err and "#MODEL_NAME" in err
