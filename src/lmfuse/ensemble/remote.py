@@ -64,6 +64,8 @@ class RemoteMember:
     """HTTP calls made (retries included)."""
     seconds: float = 0.0
     """Wall time spent in calls."""
+    server_seconds: float = 0.0
+    """Time the server reports it spent (``lmfuse serve``'s ``lmfuse.seconds``; 0 for other servers)."""
 
     def __post_init__(self) -> None:
         import httpx
@@ -120,7 +122,9 @@ class RemoteMember:
                 resp = self.client.post("/completions", json=body)
                 if resp.status_code == 200:
                     self.seconds += time.perf_counter() - start
-                    return resp.json()
+                    data = resp.json()
+                    self.server_seconds += float((data.get("lmfuse") or {}).get("seconds") or 0.0)
+                    return data
                 error = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 retry = resp.status_code in RETRY_STATUS or resp.status_code >= 500
                 wait = _retry_after(resp.headers.get("retry-after"))
@@ -167,36 +171,35 @@ def _tops(choice: dict) -> list:
 
 
 def distributions(
-    member: RemoteMember, prompts: list[list[int]], last: list[int]
+    member: RemoteMember, prompts: list[list[int]], last: list[int], echo: bool = False
 ) -> list[list[torch.Tensor]]:
-    """Per prompt, the (vocab,) log-probs after each of its last ``last[r]`` tokens: one call (``echo``
-    when some ``last[r] > 1``). A server that stops on an EOS without reporting it (the generated
-    position then has no entry) is asked again for those rows with a placeholder token appended, whose
-    echoed entry is the distribution after the prompt."""
-    echo = max(last) > 1
-    choices = member.complete(prompts, max_tokens=1, echo=echo)
-    out: list[list[torch.Tensor]] = []
-    missing = []
+    """Per prompt, the (vocab,) log-probs after each of its last ``last[r]`` tokens, in one call.
+
+    One position: ``max_tokens: 1``, read at the generated position. Several: ``echo`` on the prompt
+    with a placeholder token appended, read at the echoed positions only (echoed entry i predicts token
+    i), so what the server generates never matters. A server that stops on an EOS without reporting it
+    (a generated position with no entry) is asked again that second way for those rows."""
+    echo = echo or max(last) > 1
+    pad = member.tokenizer.pad_token_id or 0
+    sent = [p + [pad] for p in prompts] if echo else prompts
+    choices = member.complete(sent, max_tokens=1, echo=echo)
+    out: list[list[torch.Tensor | None]] = []
     for r, (p, choice) in enumerate(zip(prompts, choices, strict=True)):
-        tops = _tops(choice)  # echo: tops[i] predicts p[i]; tops[len(p)] is the generated position
+        tops = _tops(choice)
         want = tops[len(p) - last[r] + 1 : len(p) + 1] if echo else tops[:1]
-        if len(want) == last[r] - 1:  # the generated position is missing
-            missing.append(r)
-            want = want + [None]
-        if len(want) != last[r]:
+        if not echo and not want:
+            want = [None]  # the generated position is missing: asked again below
+        if len(want) != last[r] or (echo and not all(want)):
             raise RemoteMemberError(
                 f"remote member {member.name}: expected {last[r]} top_logprobs entries for prompt {r}, "
                 f"found {len(want)} (does the server return logprobs{' with echo' if echo else ''}?)"
             )
         out.append([None if e is None else member.dense(e) for e in want])
+    missing = [r for r, d in enumerate(out) if d[-1] is None]
     if missing:
-        pad = member.tokenizer.pad_token_id or 0
-        again = member.complete([prompts[r] + [pad] for r in missing], max_tokens=1, echo=True)
-        for r, choice in zip(missing, again, strict=True):
-            tops = _tops(choice)
-            if len(tops) <= len(prompts[r]) or not tops[len(prompts[r])]:
-                raise RemoteMemberError(f"remote member {member.name}: no echoed logprobs for prompt {r}")
-            out[r][-1] = member.dense(tops[len(prompts[r])])
+        again = distributions(member, [prompts[r] for r in missing], [1] * len(missing), echo=True)
+        for r, d in zip(missing, again, strict=True):
+            out[r][-1] = d[-1]
     return out
 
 
@@ -258,7 +261,8 @@ class RemoteState:
                 short.append((r, len(tokens)))  # stopped on an EOS it did not report
         if short:  # the lead's real distribution where it stopped (its draft there: the EOS)
             heads = [self.rows[r] + drafts[r, :j].tolist() for r, j in short]
-            for (r, j), d in zip(short, distributions(self.member, heads, [1] * len(heads)), strict=True):
+            again = distributions(self.member, heads, [1] * len(heads), echo=True)
+            for (r, j), d in zip(short, again, strict=True):
                 logps[r, j] = d[-1]
         for r in range(len(self.rows)):  # the lead has read drafts 1..k-1, as the verifiers will
             self.rows[r] += drafts[r, : k - 1].tolist()

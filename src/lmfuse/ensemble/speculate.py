@@ -65,14 +65,15 @@ def speculative_steps(
     texts: list[list[int]] = [[] for _ in range(batch)]
     while not bool(done.all()):
         k = min(k, options.max_new_tokens - min(counts[r] for r in range(batch) if not done[r]))
-        draft, q = _draft(states[0], pending, k, options, generator)
+        eos = set() if options.ignore_eos else members[0].eos_ids
+        draft, q = _draft(states[0], pending, k, options, generator, eos, done)
         scores = [q] + _verify_all(states[1:], pending, draft, device)
         mixed = combine_alive(COMBINE[combine], scores, weights)  # (batch, k, vocab), before temperature
         n, token = _accept(mixed, q, draft, options, generator)
         committed = torch.cat([draft, token[:, None]], 1)  # row r commits committed[r, n_r - 1] last
         committed.scatter_(1, (n - 1)[:, None], token[:, None])
         for s in states:  # (a dropped member's state is never read again)
-            s.drop(k - n)  # every member read the k - 1 drafts: forget each row's rejected ones
+            s.drop(draft.shape[1] - n)  # every member read the k - 1 drafts: forget each row's rejected ones
         live_rows = (~done).nonzero().flatten().tolist()
         result.speculations += len(live_rows)  # mean accepted length: row_steps / speculations
         for i in range(int(n.max())):
@@ -93,8 +94,9 @@ def _process(logp: torch.Tensor, options: SamplingOptions) -> torch.Tensor:
     )
 
 
-def _draft(state, pending, k: int, options: SamplingOptions, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The lead's ``k`` drafted ids (batch, k) and its log-probs at each drafted position (batch, k, vocab)."""
+def _draft(state, pending, k: int, options: SamplingOptions, generator, eos: set[int], done: torch.Tensor):
+    """The lead's drafted ids (batch, k') and its log-probs at each drafted position (batch, k', vocab):
+    ``k' = k``, or fewer once every live row has drafted an EOS (nothing after it can be committed)."""
 
     def pick(logp: torch.Tensor) -> torch.Tensor:
         if options.temperature <= 0:
@@ -106,10 +108,15 @@ def _draft(state, pending, k: int, options: SamplingOptions, generator) -> tuple
         return state.draft(*pending, k, pick)
     ids, mask = pending
     drafts, logps = [], []
+    ended = done.clone()
+    stop = torch.tensor(sorted(eos), dtype=torch.long, device=done.device)
     for _ in range(k):
         logp = torch.log_softmax(state.forward(ids, mask, all_logits=True)[:, -1].float(), -1).to(ids.device)
         drafts.append(pick(logp))
         logps.append(logp)
+        ended |= torch.isin(drafts[-1].to(done.device), stop)
+        if bool(ended.all()):
+            break
         ids = drafts[-1][:, None]
         mask = torch.ones_like(ids)
     # the lead has read the pending ids and drafts 1..k-1, as the verifiers will
