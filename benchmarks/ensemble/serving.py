@@ -4,7 +4,10 @@
    (target >= 1.5x at batch 1) with the greedy tokens asserted identical, and the mean accepted length;
 2. remote members over ``lmfuse serve`` (a real HTTP server on 127.0.0.1) vs the same members local,
    plain and speculative: HTTP calls per generated token (target <= 0.5 with speculation), wall time
-   per generated token, and the client's overhead per call over the time the server reports.
+   per generated token, and the client's overhead per call over the time the server reports;
+3. what top-K truncation changes: remote ensembles with K = 1, 2, 5, 20 log-probs per call vs the
+   local ensemble (shared tokenizer base+add, byte-aligned base+generalist): share of prompts with the
+   same greedy text, and the mean |difference| of the committed tokens' combined log-probs.
 
 Absolute times on a shared machine are noise; ratios come from runs interleaved in one process.
 
@@ -114,6 +117,41 @@ def remote(prompts: list[str], batch: int, k: int, new: int, full_k: int) -> lis
     return rows
 
 
+def truncation(prompts: list[str], new: int, ks: list[int]) -> list[dict]:
+    """Remote ensembles with K log-probs per call vs the local ensemble (K >= vocabulary: exact)."""
+    from lmfuse.serve.testing import start_server
+
+    names = ["base", "add", "generalist"]
+    cfg = {
+        "server": {"max_logprobs": max(ks)},
+        "backends": {n: {"kind": "hf", "model": f"zoo:{n}"} for n in names},
+        "models": {n: {"method": "single", "backend": n} for n in names},
+    }
+    rows = []
+    with start_server(cfg) as url:
+        for pair in (["base", "add"], ["base", "generalist"]):
+            local = Ensemble([zoo.load(n) for n in pair]).complete(prompts, max_new_tokens=new)
+            for k in ks:
+                specs = [{"base_url": url, "model": n, "tokenizer": f"zoo:{n}", "logprobs": k} for n in pair]
+                got = Ensemble(specs).complete(prompts, max_new_tokens=new)
+                same = [g.text == w.text for g, w in zip(got, local, strict=True)]
+                diffs = [
+                    abs(a - b)
+                    for g, w in zip(got, local, strict=True)
+                    if g.text == w.text
+                    for a, b in zip(g.token_logprobs, w.token_logprobs, strict=False)
+                ]
+                rows.append(
+                    {
+                        "members": "+".join(pair),
+                        "K": k,
+                        "same_text": sum(same) / len(same),
+                        "mean_abs_logprob_diff": statistics.mean(diffs) if diffs else None,
+                    }
+                )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="few prompts, one repeat: seconds")
@@ -129,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         speculative(prompts, m, b, args.k, new, repeats) for m in (2, 4) for b in (1, 8)
     ]
     results["remote"] = [r for b in (1, 8) for r in remote(prompts, b, args.k, new, 5000)]
+    results["truncation"] = truncation(prompts, new, [1, 2, 5, 20, 5000])
     _print(results)
     if args.json:
         with open(args.json, "w") as f:
@@ -151,6 +190,13 @@ def _print(r: dict) -> None:
             f"token ({s['calls_per_token_per_member']:.2f} per member), {s['remote_ms_per_token']:.1f} ms/token "
             f"remote vs {s['local_ms_per_token']:.1f} local, client overhead {s['overhead_ms_per_call']:.1f} ms "
             f"per call over the server's {s['server_ms_per_call']:.1f} ms"
+        )
+    print("top-K truncation: remote with K log-probs per call vs local (K=5000 covers the vocabulary):")
+    for s in r["truncation"]:
+        diff = s["mean_abs_logprob_diff"]
+        print(
+            f"  {s['members']}, K={s['K']}: same text {s['same_text']:.0%}, mean |delta logprob| of committed "
+            f"tokens {'n/a' if diff is None else f'{diff:.4f}'}"
         )
 
 
