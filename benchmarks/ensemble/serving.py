@@ -30,6 +30,8 @@ from lmfuse.ensemble import Ensemble
 from lmfuse.zoo.questions import eval_set
 
 SETS = {2: ["base", "add"], 4: ["base", "add", "sub", "mul"]}
+FULL_K = 5000
+"""Log-probs per call above every zoo vocabulary: remote distributions are exact."""
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -67,88 +69,71 @@ def speculative(prompts: list[str], n_members: int, batch: int, k: int, new: int
     }
 
 
-def remote(prompts: list[str], batch: int, k: int, new: int, full_k: int) -> list[dict]:
+def remote(url: str, prompts: list[str], batch: int, k: int, new: int, full_k: int) -> list[dict]:
     """The 2-member zoo ensemble with members served by ``lmfuse serve`` vs local."""
-    from lmfuse.serve.testing import start_server
-
     names = SETS[2]
-    cfg = {
-        "server": {"max_logprobs": full_k},
-        "backends": {n: {"kind": "hf", "model": f"zoo:{n}"} for n in names},
-        "models": {n: {"method": "single", "backend": n} for n in names},
-    }
     rows = []
     local = Ensemble([zoo.load(n) for n in names])
     start = time.perf_counter()
     want = local.generate(prompts, max_new_tokens=new, batch_size=batch)
     local_s = time.perf_counter() - start
-    with start_server(cfg) as url:
-        for spec in (0, k):
-            specs = [
-                {"base_url": url, "model": n, "tokenizer": f"zoo:{n}", "logprobs": full_k} for n in names
-            ]
-            ens = Ensemble(specs, speculate=spec)
-            ens.generate(prompts[:1], max_new_tokens=2)  # warm the connections
-            for m in ens.members:
-                m.calls, m.seconds, m.server_seconds = 0, 0.0, 0.0
-            start = time.perf_counter()
-            got = ens.generate(prompts, max_new_tokens=new, batch_size=batch)
-            wall = time.perf_counter() - start
-            assert got == want, "remote ensemble differs from the local one"
-            tokens = ens.stats.row_steps
-            calls = sum(m.calls for m in ens.members)
-            client = sum(m.seconds for m in ens.members)
-            server = sum(m.server_seconds for m in ens.members)
-            rows.append(
-                {
-                    "speculate": spec,
-                    "batch": batch,
-                    "tokens": tokens,
-                    "calls_per_token": calls / tokens,
-                    "calls_per_token_per_member": calls / tokens / len(names),
-                    "mean_accepted": ens.stats.mean_accepted,
-                    "remote_ms_per_token": 1000 * wall / tokens,
-                    "local_ms_per_token": 1000 * local_s / local.stats.row_steps,
-                    "overhead_ms_per_call": 1000 * (client - server) / calls,
-                    "server_ms_per_call": 1000 * server / calls,
-                    "identical": True,
-                }
-            )
+    for spec in (0, k):
+        specs = [{"base_url": url, "model": n, "tokenizer": f"zoo:{n}", "logprobs": full_k} for n in names]
+        ens = Ensemble(specs, speculate=spec)
+        ens.generate(prompts[:1], max_new_tokens=2)  # warm the connections
+        for m in ens.members:
+            m.calls, m.seconds, m.server_seconds = 0, 0.0, 0.0
+        start = time.perf_counter()
+        got = ens.generate(prompts, max_new_tokens=new, batch_size=batch)
+        wall = time.perf_counter() - start
+        assert got == want, "remote ensemble differs from the local one"
+        tokens = ens.stats.row_steps
+        calls = sum(m.calls for m in ens.members)
+        client = sum(m.seconds for m in ens.members)
+        server = sum(m.server_seconds for m in ens.members)
+        rows.append(
+            {
+                "speculate": spec,
+                "batch": batch,
+                "tokens": tokens,
+                "calls_per_token": calls / tokens,
+                "calls_per_token_per_member": calls / tokens / len(names),
+                "mean_accepted": ens.stats.mean_accepted,
+                "remote_ms_per_token": 1000 * wall / tokens,
+                "local_ms_per_token": 1000 * local_s / local.stats.row_steps,
+                # None: the server reported no time of its own for these calls
+                "overhead_ms_per_call": 1000 * (client - server) / calls if server else None,
+                "server_ms_per_call": 1000 * server / calls if server else None,
+                "client_ms_per_call": 1000 * client / calls,
+                "identical": True,
+            }
+        )
     return rows
 
 
-def truncation(prompts: list[str], new: int, ks: list[int]) -> list[dict]:
+def truncation(url: str, prompts: list[str], new: int, ks: list[int]) -> list[dict]:
     """Remote ensembles with K log-probs per call vs the local ensemble (K >= vocabulary: exact)."""
-    from lmfuse.serve.testing import start_server
-
-    names = ["base", "add", "generalist"]
-    cfg = {
-        "server": {"max_logprobs": max(ks)},
-        "backends": {n: {"kind": "hf", "model": f"zoo:{n}"} for n in names},
-        "models": {n: {"method": "single", "backend": n} for n in names},
-    }
     rows = []
-    with start_server(cfg) as url:
-        for pair in (["base", "add"], ["base", "generalist"]):
-            local = Ensemble([zoo.load(n) for n in pair]).complete(prompts, max_new_tokens=new)
-            for k in ks:
-                specs = [{"base_url": url, "model": n, "tokenizer": f"zoo:{n}", "logprobs": k} for n in pair]
-                got = Ensemble(specs).complete(prompts, max_new_tokens=new)
-                same = [g.text == w.text for g, w in zip(got, local, strict=True)]
-                diffs = [
-                    abs(a - b)
-                    for g, w in zip(got, local, strict=True)
-                    if g.text == w.text
-                    for a, b in zip(g.token_logprobs, w.token_logprobs, strict=False)
-                ]
-                rows.append(
-                    {
-                        "members": "+".join(pair),
-                        "K": k,
-                        "same_text": sum(same) / len(same),
-                        "mean_abs_logprob_diff": statistics.mean(diffs) if diffs else None,
-                    }
-                )
+    for pair in (["base", "add"], ["base", "generalist"]):
+        local = Ensemble([zoo.load(n) for n in pair]).complete(prompts, max_new_tokens=new)
+        for k in ks:
+            specs = [{"base_url": url, "model": n, "tokenizer": f"zoo:{n}", "logprobs": k} for n in pair]
+            got = Ensemble(specs).complete(prompts, max_new_tokens=new)
+            same = [g.text == w.text for g, w in zip(got, local, strict=True)]
+            diffs = [
+                abs(a - b)
+                for g, w in zip(got, local, strict=True)
+                if g.text == w.text
+                for a, b in zip(g.token_logprobs, w.token_logprobs, strict=False)
+            ]
+            rows.append(
+                {
+                    "members": "+".join(pair),
+                    "K": k,
+                    "same_text": sum(same) / len(same),
+                    "mean_abs_logprob_diff": statistics.mean(diffs) if diffs else None,
+                }
+            )
     return rows
 
 
@@ -166,8 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     results["speculative"] = [
         speculative(prompts, m, b, args.k, new, repeats) for m in (2, 4) for b in (1, 8)
     ]
-    results["remote"] = [r for b in (1, 8) for r in remote(prompts, b, args.k, new, 5000)]
-    results["truncation"] = truncation(prompts, new, [1, 2, 5, 20, 5000])
+    from lmfuse.serve.testing import start_server
+
+    cfg = {
+        "server": {"max_logprobs": FULL_K},
+        "backends": {n: {"kind": "hf", "model": f"zoo:{n}"} for n in ["base", "add", "generalist"]},
+        "models": {n: {"method": "single", "backend": n} for n in ["base", "add", "generalist"]},
+    }
+    with start_server(cfg) as url:  # one server, one HTTP endpoint per served model
+        results["remote"] = [r for b in (1, 8) for r in remote(url, prompts, b, args.k, new, FULL_K)]
+        ks = [5, FULL_K] if args.smoke else [1, 2, 5, 20, FULL_K]
+        results["truncation"] = truncation(url, prompts, new, ks)
     _print(results)
     if args.json:
         with open(args.json, "w") as f:
@@ -188,8 +182,13 @@ def _print(r: dict) -> None:
         print(
             f"  speculate={s['speculate']}, batch {s['batch']}: {s['calls_per_token']:.2f} HTTP calls per "
             f"token ({s['calls_per_token_per_member']:.2f} per member), {s['remote_ms_per_token']:.1f} ms/token "
-            f"remote vs {s['local_ms_per_token']:.1f} local, client overhead {s['overhead_ms_per_call']:.1f} ms "
-            f"per call over the server's {s['server_ms_per_call']:.1f} ms"
+            f"remote vs {s['local_ms_per_token']:.1f} local, {s['client_ms_per_call']:.1f} ms per call"
+            + (
+                f" of which {s['overhead_ms_per_call']:.1f} ms client overhead over the server's "
+                f"{s['server_ms_per_call']:.1f} ms"
+                if s["server_ms_per_call"] is not None
+                else " (the server reported no time of its own)"
+            )
         )
     print("top-K truncation: remote with K log-probs per call vs local (K=5000 covers the vocabulary):")
     for s in r["truncation"]:
