@@ -108,7 +108,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     keys = _keys(args)
     sock = bind(args.host, args.port)  # a port in use fails here, before any model is loaded
-    _quiet_transformers()
+    local = any(b.kind == "hf" for b in config.backends.values())
+    if local or any(m.get("method") == "ensemble" for m in config.models.values()):
+        _quiet_transformers()
     print(f"lmfuse serve: loading {len(config.models)} models ...", file=sys.stderr)
     models = build_models(config)
     if args.host not in LOOPBACK and not keys:

@@ -27,7 +27,7 @@ def member_usage(name: str, reply: Reply) -> dict[str, Any]:
 
 
 def requests_for(
-    call: Call, backend: Backend, n: int | None = None, max_model_len: int | None = None
+    call: Call, backend: Backend, n: int | None = None, max_model_len: int | None = None, member: str = ""
 ) -> list[Request]:
     """``n`` (default ``call.n``) requests for ``call``; a seeded call gets seeds ``seed, seed+1, ...``.
     With ``max_model_len`` (prompt + completion tokens), a longer prompt raises ``RequestError`` and
@@ -54,6 +54,7 @@ def requests_for(
             messages=base.messages, prompt=base.prompt, prompt_ids=base.prompt_ids,
             max_tokens=max_tokens or DEFAULT_MAX_TOKENS, temperature=call.temperature, top_p=call.top_p,
             seed=seed, stop=call.stop, logprobs=call.logprobs, echo=call.echo,
+            meta={"agent": member, "member": member},  # scripted backends reply by agent name
         ))  # fmt: skip
     return out
 
@@ -75,7 +76,7 @@ class Single:
             raise RequestError(f"model {self.name!r} does not offer logprobs or echo (not a local model)")
         start = time.perf_counter()
         replies = await self.backend.generate(
-            requests_for(call, self.backend, max_model_len=self.max_model_len)
+            requests_for(call, self.backend, max_model_len=self.max_model_len, member=self.name)
         )
         failed = [r for r in replies if not r.ok]
         details = {
@@ -101,7 +102,9 @@ class Single:
                 yield item
             return
         start, replies = time.perf_counter(), []
-        for j, req in enumerate(requests_for(call, self.backend, max_model_len=self.max_model_len)):
+        for j, req in enumerate(
+            requests_for(call, self.backend, max_model_len=self.max_model_len, member=self.name)
+        ):
             reply = Reply(error="no reply")
             async for piece in stream_reply(self.backend, req):
                 if isinstance(piece, Reply):

@@ -121,9 +121,7 @@ class VoteFusion(_Fused):
         wrapped = self.wrap(calls, lambda r: r.meta["member"])
         jobs = []
         for name in opts.members:
-            reqs = requests_for(call, self.backends[name], n=opts.samples)
-            for r in reqs:
-                r.meta["member"] = name
+            reqs = requests_for(call, self.backends[name], n=opts.samples, member=name)
             jobs.append(wrapped[name].generate(reqs))
         await asyncio.gather(*jobs)
         ok, failed = split(calls, opts.members)
