@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "lmfuse.graft.command",
     "lmfuse.moe.command",
     "lmfuse.exchange.command",
+    "lmfuse.serve.command",
 ]
 
 

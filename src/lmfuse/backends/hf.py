@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from lmfuse.backends.base import Reply, Request
@@ -44,6 +44,37 @@ def _seeded(seed: int | None):
     with _SEED_LOCK, torch.random.fork_rng():
         torch.manual_seed(seed)
         yield
+
+
+class _QueueStreamer:
+    """A transformers streamer handing each new token id to an asyncio queue (``None`` at the end)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+        self.loop, self.queue, self.prompt_seen = loop, queue, False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate passes the prompt first
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, int(token))
+
+    def end(self) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+
+
+def _halting(halt: threading.Event | None) -> Any:
+    if halt is None:
+        return None
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Halt(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), halt.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Halt()])
 
 
 def _covering(tok: Any, ids: list[int], n_chars: int) -> list[int]:
@@ -102,9 +133,13 @@ class HFBackend:
             return list(request.prompt_ids)
         return list(self.tokenizer(self.render(request))["input_ids"])
 
-    def generate_batch(self, requests: Sequence[Request]) -> list[Reply]:
+    def generate_batch(
+        self, requests: Sequence[Request], streamer: Any = None, halt: Any = None
+    ) -> list[Reply]:
         """Blocking batched generation: one left-padded ``generate`` for all ``requests``, which must
-        share their sampling settings (``temperature``, ``top_p``, ``seed``; see ``batch_key``)."""
+        share their sampling settings (``temperature``, ``top_p``, ``seed``; see ``batch_key``).
+        ``streamer``: a transformers streamer fed each new token; ``halt``: a ``threading.Event`` that
+        stops generation early when set (a client that went away)."""
         import torch
 
         tok, start = self.tokenizer, time.perf_counter()
@@ -122,7 +157,7 @@ class HFBackend:
         with torch.no_grad(), _seeded(first.seed if first.temperature > 0 else None):
             out = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new, pad_token_id=pad,
-                eos_token_id=tok.eos_token_id, **kwargs,
+                eos_token_id=tok.eos_token_id, streamer=streamer, stopping_criteria=_halting(halt), **kwargs,
             )  # fmt: skip
         new = out[:, width:]  # (batch, new_tokens)
         seconds = time.perf_counter() - start
@@ -166,6 +201,44 @@ class HFBackend:
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
         return list(await asyncio.gather(*futures))
+
+    async def stream(self, request: Request) -> AsyncIterator[str | Reply]:
+        """Text deltas of ``request``'s reply as tokens are generated, then its ``Reply`` (whose text is
+        the deltas joined). Runs outside the batch queue; stops generating when the consumer leaves."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[int | None] = asyncio.Queue()
+        halt = threading.Event()
+        streamer = _QueueStreamer(loop, queue)
+        job = asyncio.ensure_future(asyncio.to_thread(self.generate_batch, [request], streamer, halt))
+        job.add_done_callback(lambda _: queue.put_nowait(None))  # also ends the loop if generate raised
+        ids: list[int] = []
+        sent, hold = "", max((len(s) for s in request.stop or []), default=1) - 1
+        try:
+            while (token := await queue.get()) is not None:
+                if token == self.tokenizer.eos_token_id:
+                    continue
+                ids.append(token)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if any(s in text for s in request.stop or []):
+                    halt.set()  # the reply ends at the stop string: generate no further
+                    continue
+                safe = text[: len(text) - hold].rstrip("\ufffd")  # a stop may be starting; bytes pending
+                if len(safe) > len(sent) and safe.startswith(sent):
+                    yield safe[len(sent) :]
+                    sent = safe
+            try:
+                reply = (await job)[0]
+            except Exception as exc:
+                yield Reply(error=f"{type(exc).__name__}: {exc}")
+                return
+            if reply.text.startswith(sent) and len(reply.text) > len(sent):
+                yield reply.text[len(sent) :]
+            yield reply
+        finally:
+            halt.set()
+            if not job.done():
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(job)
 
     async def _drain(self) -> None:
         while self._pending:

@@ -31,4 +31,7 @@ def build_models(config: ServeConfig, loaded: dict[str, Any] | None = None) -> d
             backends[name] = build_backend(config.backends[name], name, loaded)
         return backends[name]
 
-    return {model_id: fusions.build(config.model(model_id), model_id, backend) for model_id in config.models}
+    return {
+        model_id: fusions.build(config.model(model_id), model_id, backend, config.backends)
+        for model_id in config.models
+    }

@@ -1,5 +1,6 @@
-"""One small adapter per method, each calling only that method's public API: ``single`` (a backend
-passed through), ``vote``, ``moa``, ``eot`` and ``ensemble``. Each turns a ``Call`` into an ``Outcome``.
+"""One small adapter per method, each calling only that method's public API, each turning a ``Call``
+into an ``Outcome``: ``single`` (a backend passed through) here, ``vote`` / ``moa`` / ``eot`` in
+``text_fusions.py``, ``ensemble`` in ``ensemble_fusion.py``; ``build`` picks the adapter for a model.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from lmfuse.backends.base import Backend, Reply, Request
 from lmfuse.serve.fusion import Call, Choice, Delta, FusionFailed, Outcome, RequestError
+from lmfuse.serve.members import stream_reply
 
 DEFAULT_MAX_TOKENS = 256
 """Chat without ``max_tokens`` on a backend of unknown context length."""
@@ -25,7 +27,7 @@ def member_usage(name: str, reply: Reply) -> dict[str, Any]:
 
 
 def requests_for(
-    call: Call, backend: Backend, n: int | None = None, max_model_len: int | None = None
+    call: Call, backend: Backend, n: int | None = None, max_model_len: int | None = None, member: str = ""
 ) -> list[Request]:
     """``n`` (default ``call.n``) requests for ``call``; a seeded call gets seeds ``seed, seed+1, ...``.
     With ``max_model_len`` (prompt + completion tokens), a longer prompt raises ``RequestError`` and
@@ -52,6 +54,7 @@ def requests_for(
             messages=base.messages, prompt=base.prompt, prompt_ids=base.prompt_ids,
             max_tokens=max_tokens or DEFAULT_MAX_TOKENS, temperature=call.temperature, top_p=call.top_p,
             seed=seed, stop=call.stop, logprobs=call.logprobs, echo=call.echo,
+            meta={"agent": member, "member": member},  # scripted backends reply by agent name
         ))  # fmt: skip
     return out
 
@@ -73,7 +76,7 @@ class Single:
             raise RequestError(f"model {self.name!r} does not offer logprobs or echo (not a local model)")
         start = time.perf_counter()
         replies = await self.backend.generate(
-            requests_for(call, self.backend, max_model_len=self.max_model_len)
+            requests_for(call, self.backend, max_model_len=self.max_model_len, member=self.name)
         )
         failed = [r for r in replies if not r.ok]
         details = {
@@ -93,21 +96,63 @@ class Single:
         )
 
     async def stream(self, call: Call) -> AsyncIterator[Delta | Outcome]:
-        outcome = await self.run(call)
-        for i, c in enumerate(outcome.choices):
-            yield Delta(i, c.text, c.logprobs, c.finish_reason)
-        yield outcome
+        """Token by token (local models) or as the remote server streams; with logprobs, one piece."""
+        if call.logprobs is not None or call.echo:
+            async for item in _whole(self.run(call)):
+                yield item
+            return
+        start, replies = time.perf_counter(), []
+        for j, req in enumerate(
+            requests_for(call, self.backend, max_model_len=self.max_model_len, member=self.name)
+        ):
+            reply = Reply(error="no reply")
+            async for piece in stream_reply(self.backend, req):
+                if isinstance(piece, Reply):
+                    reply = piece
+                else:
+                    yield Delta(j, piece)
+            replies.append(reply)
+            if not reply.ok:
+                raise FusionFailed(f"model {self.name!r} failed: {reply.error}")
+            yield Delta(j, "", None, reply.finish_reason)
+        yield Outcome(
+            [Choice(r.text, r.finish_reason) for r in replies],
+            prompt_tokens=sum(r.prompt_tokens for r in replies),
+            completion_tokens=sum(r.completion_tokens for r in replies),
+            details={
+                "method": "single",
+                "members": [self.name],
+                "failed": [],
+                "usage": [member_usage(self.name, r) for r in replies],
+                "seconds": round(time.perf_counter() - start, 4),
+            },  # fmt: skip
+        )
 
     async def aclose(self) -> None:
         await self.backend.aclose()
 
 
-def build(options: Any, model_id: str, backend: Any) -> Any:
-    """The adapter for one model's options (``config.py``); ``backend(name)`` gives a shared backend."""
+async def _whole(work: Any) -> AsyncIterator[Delta | Outcome]:
+    """A stream of a finished outcome: each choice's full text as one piece, then the outcome."""
+    outcome = await work
+    for j, c in enumerate(outcome.choices):
+        yield Delta(j, c.text, c.logprobs, c.finish_reason)
+    yield outcome
+
+
+def build(options: Any, model_id: str, backend: Any, configs: dict | None = None) -> Any:
+    """The adapter for one model's options (``config.py``); ``backend(name)`` gives a shared backend,
+    ``configs`` the serve file's ``BackendConfig`` by name."""
     if options.method == "single":
         b = backend(options.backend)
         limit = (
             options.max_model_len if options.max_model_len is not None else getattr(b, "context_length", None)
         )
         return Single(b, model_id, max_model_len=limit or None)
-    raise ValueError(f"unknown method {options.method!r}")
+    if options.method == "ensemble":
+        from lmfuse.serve.ensemble_fusion import EnsembleFusion
+
+        return EnsembleFusion(options, model_id)
+    from lmfuse.serve import text_fusions
+
+    return text_fusions.build(options, model_id, backend, configs or {})
