@@ -7,7 +7,6 @@ by ``cross.decode_cross`` (text committed, each member advanced by its own token
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -20,23 +19,11 @@ from lmfuse.ensemble.complete import Chunk, Completion
 from lmfuse.ensemble.cross import Aligner, AlignmentReport, decode_cross
 from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, Step, cut_at_stop, shared_steps
 from lmfuse.ensemble.member import Member, load_member
+from lmfuse.ensemble.score import ScoreResult, score_texts
 from lmfuse.ensemble.speculate import speculative_steps
 from lmfuse.errors import ConfigError, IncompatibleModelsError
 
 ALIGN_MODES = ("auto", "ids", "bytes")
-
-
-@dataclass
-class ScoreResult:
-    """The ensemble's log-likelihood of one continuation."""
-
-    logprob: float
-    """Sum of natural-log probabilities of the continuation's tokens."""
-    tokens: int
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(-self.logprob / max(self.tokens, 1))
 
 
 @dataclass
@@ -97,27 +84,7 @@ class Ensemble:
         devices: Sequence[str | None] | None = None,
         dtype: str | torch.dtype | None = "float32",
     ) -> None:
-        problems = []
-        if not members:
-            problems.append("members: expected at least one model, found none")
-        if combine not in COMBINE:
-            problems.append(f"combine: expected one of {', '.join(COMBINE)}, found {combine!r}")
-        if align not in ALIGN_MODES:
-            problems.append(f"align: expected one of {', '.join(ALIGN_MODES)}, found {align!r}")
-        if gate is not None and not 0.0 < gate <= 1.0:
-            problems.append(f"gate: expected a probability in (0, 1], found {gate}")
-        if union_top_k < 0:
-            problems.append(
-                f"union_top_k: expected an integer >= 0 (0 = whole vocabularies), found {union_top_k}"
-            )
-        if speculate < 0:
-            problems.append(f"speculate: expected an integer >= 0 (0 = off), found {speculate}")
-        if speculate and gate is not None:
-            problems.append(
-                "speculate and gate: expected one of them, found both (a gated step has no verifier)"
-            )
-        if devices is not None and len(devices) != len(members):
-            problems.append(f"devices: expected one per member ({len(members)}), found {len(devices)}")
+        problems = _option_problems(members, combine, align, union_top_k, gate, speculate, devices)
         if problems:
             raise ConfigError(problems)
         self.weights = normalise_weights(weights, len(members))
@@ -310,38 +277,7 @@ class Ensemble:
     def score(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> list[ScoreResult]:
         """The ensemble's log-likelihood of each text (of each continuation after its prompt when
         ``prompts`` are given): one forward per member, distributions combined position by position."""
-        if not self.shared_vocab:
-            raise IncompatibleModelsError(
-                "score needs members that share a tokenizer: per-token likelihoods of different "
-                "vocabularies cannot be combined position by position"
-            )
-        if prompts is not None and len(prompts) != len(texts):
-            raise ConfigError(f"prompts: expected one per text ({len(texts)}), found {len(prompts)}")
-        if not texts:
-            return []
-        tok = self.members[0].tokenizer
-        rows, starts = [], []
-        for i, text in enumerate(texts):
-            head = tok(prompts[i])["input_ids"] if prompts is not None else tok("")["input_ids"]
-            body = tok(text, add_special_tokens=False)["input_ids"]
-            if not head and not body:
-                raise ConfigError(f"texts[{i}]: expected some text to score, found an empty string")
-            if not head:  # without a BOS the first token has no context: score from the second
-                head, body = body[:1], body[1:]
-            rows.append(head + body)
-            starts.append(len(head))
-        width = max(map(len, rows))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        logits = [m.open(len(rows)).forward(ids, mask, all_logits=True).to(self.device) for m in self.members]
-        logp = COMBINE[self.combine](logits, self.weights)[:, :-1]  # (batch, width-1, vocab)
-        target = ids[:, 1:].to(self.device)
-        got = logp.gather(-1, target[..., None]).squeeze(-1)  # (batch, width-1)
-        out = []
-        for r, row in enumerate(rows):
-            first = width - len(row) + starts[r] - 1  # position predicting the first scored token
-            out.append(ScoreResult(float(got[r, first:].sum()), width - 1 - first))
-        return out
+        return score_texts(self, texts, prompts)
 
     # ------------------------------------------------------------------ helpers
 
@@ -446,3 +382,27 @@ def _check_nonempty(lengths: list[int], name: str) -> None:
             f"prompts: member {name} sees no token in prompt(s) {empty} (empty text and no BOS); "
             f"expected at least one token to condition on: pass a non-empty prompt"
         )
+
+
+def _option_problems(members, combine, align, union_top_k, gate, speculate, devices) -> list[str]:
+    """Every problem with ``Ensemble``'s options, at once."""
+    problems = []
+    if not members:
+        problems.append("members: expected at least one model, found none")
+    if combine not in COMBINE:
+        problems.append(f"combine: expected one of {', '.join(COMBINE)}, found {combine!r}")
+    if align not in ALIGN_MODES:
+        problems.append(f"align: expected one of {', '.join(ALIGN_MODES)}, found {align!r}")
+    if gate is not None and not 0.0 < gate <= 1.0:
+        problems.append(f"gate: expected a probability in (0, 1], found {gate}")
+    if union_top_k < 0:
+        problems.append(
+            f"union_top_k: expected an integer >= 0 (0 = whole vocabularies), found {union_top_k}"
+        )
+    if speculate < 0:
+        problems.append(f"speculate: expected an integer >= 0 (0 = off), found {speculate}")
+    if speculate and gate is not None:
+        problems.append("speculate and gate: expected one of them, found both (a gated step has no verifier)")
+    if devices is not None and len(devices) != len(members):
+        problems.append(f"devices: expected one per member ({len(members)}), found {len(devices)}")
+    return problems
