@@ -120,3 +120,11 @@ def test_cli_remote_members_and_members_file(url, local_texts, tmp_path, capsys)
     assert main([*argv, "--model", f"{url}", "--model", "zoo:add"]) == 2
     err = capsys.readouterr().err
     assert "--tokenizer: expected one per http:// --model (1), found 0" in err and "#MODEL_NAME" in err
+
+
+def test_remote_speculative_sampling_equals_local_with_the_same_seed(url):
+    opts = dict(max_new_tokens=NEW, temperature=1.0, top_k=5, seed=4)
+    local = Ensemble(["zoo:base", "zoo:add"], speculate=3).generate(PROMPTS, **opts)
+    ens = Ensemble([remote(url, "base"), remote(url, "add")], speculate=3)
+    assert ens.generate(PROMPTS, **opts) == local
+    assert ens.stats.mean_accepted > 1.0

@@ -238,12 +238,11 @@ class RemoteState:
             if m > 0:
                 self.rows[r] = self.rows[r][: len(self.rows[r]) - int(m)]
 
-    def draft(self, ids: torch.Tensor, mask: torch.Tensor, k: int, pick) -> tuple[torch.Tensor, torch.Tensor]:
-        """A lead's ``k`` drafted ids (batch, k) and log-probs at each drafted position (batch, k, vocab)
-        in one call (``max_tokens: k``, greedy). A row whose draft ends early (EOS) is filled with
+    def draft(self, ids: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A greedy lead's ``k`` drafted ids (batch, k) and log-probs at each drafted position (batch, k,
+        vocab) in one call (``max_tokens: k``; sampled drafts are picked by the client, one call each, so
+        that they come from the distribution it sees). A row whose draft ends early (EOS) is filled with
         one-hot proposals of its EOS: a proposal the acceptance rule handles exactly."""
-        if not _is_greedy(pick):
-            return _draft_by_steps(self, ids, mask, k, pick)
         for r, (row, m) in enumerate(zip(ids.tolist(), mask.tolist(), strict=True)):
             self.rows[r] += [t for t, keep in zip(row, m, strict=True) if keep]
         choices = self.member.complete([list(r) for r in self.rows], max_tokens=k)
@@ -289,22 +288,6 @@ def call_all(calls: list, parallel: bool) -> list:
 
         _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lmfuse-remote")
     return list(_POOL.map(run, calls))
-
-
-def _is_greedy(pick) -> bool:
-    return getattr(pick, "greedy", False)
-
-
-def _draft_by_steps(state, ids, mask, k, pick):
-    """Sampling: ``k`` one-token calls, each draft picked here from the dense proposal."""
-    drafts, logps = [], []
-    for _ in range(k):
-        logp = state.forward(ids, mask, all_logits=True)[:, -1]
-        drafts.append(pick(logp))
-        logps.append(logp)
-        ids = drafts[-1][:, None]
-        mask = torch.ones_like(ids)
-    return torch.stack(drafts, 1), torch.stack(logps, 1)
 
 
 def parse_remote(spec: dict | str, index: int = 0, tokenizer: str | None = None) -> RemoteMember:

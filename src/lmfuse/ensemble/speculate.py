@@ -22,21 +22,18 @@ otherwise (between 1 and the given ``k``).
 
 Members are used through their decoding state (``Member.open(batch)``): ``forward(ids, mask,
 all_logits=True)`` → (batch, n, vocab) scores and ``drop(n)`` (batch,) → forget each row's last n tokens;
-a state may offer ``draft(ids, mask, k, pick)`` to draft in one call (remote members).
+a state may offer ``draft(ids, mask, k)`` to draft greedily in one call (remote members).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from lmfuse.ensemble.combine import COMBINE, apply_temperature, apply_top_k, apply_top_p
 from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, Step, combine_alive
 from lmfuse.ensemble.remote import call_all
-
-Pick = Callable[[torch.Tensor], torch.Tensor]
-"""(batch, vocab) processed log-probs → (batch,) drafted ids."""
 
 
 def speculative_steps(
@@ -103,15 +100,14 @@ def _draft(state, pending, k: int, options: SamplingOptions, generator, eos: set
             return logp.argmax(-1)
         return torch.multinomial(_process(logp, options).softmax(-1), 1, generator=generator).squeeze(-1)
 
-    pick.greedy = options.temperature <= 0
-    if hasattr(state, "draft"):
-        return state.draft(*pending, k, pick)
+    if options.temperature <= 0 and hasattr(state, "draft"):
+        return state.draft(*pending, k)  # a remote lead: one call
     ids, mask = pending
     drafts, logps = [], []
     ended = done.clone()
     stop = torch.tensor(sorted(eos), dtype=torch.long, device=done.device)
     for _ in range(k):
-        logp = torch.log_softmax(state.forward(ids, mask, all_logits=True)[:, -1].float(), -1).to(ids.device)
+        logp = torch.log_softmax(state.forward(ids, mask).float(), -1).to(ids.device)
         drafts.append(pick(logp))
         logps.append(logp)
         ended |= torch.isin(drafts[-1].to(done.device), stop)
