@@ -174,7 +174,8 @@ def batch_events(ens, prompts: list, options: SamplingOptions, chat: bool, n_top
         transcripts = [Transcript(lead.tokenizer, lead.eos_ids, stop) for _ in prompts]
         return events, transcripts, mask.sum(1).tolist(), res
     rows = [[ens._prompt_ids(m, p, chat) for m in ens.members] for p in prompts]
-    args = (ens.aligner, ens.weights, ens.combine, rows, options, res, ens.union_top_k, ens.gate, ens.device)
+    args = (ens.aligner, ens.weights, ens.combine, rows, options, res, ens.union_top_k, ens.gate, ens.device,
+            ens.speculate, ens.adaptive)  # fmt: skip
     events = (cross_events(s, lead.tokenizer.eos_token or "", n_top) for s in cross_steps(*args))
     return events, [Transcript(None, set(), stop) for _ in prompts], [len(r[0]) for r in rows], res
 

@@ -106,11 +106,14 @@ def decode_cross(
     union_top_k: int = 10,
     gate: float | None = None,
     device: torch.device | None = None,
+    speculate: int = 0,
+    adaptive: bool = False,
 ) -> tuple[list[str], DecodeResult]:
     """Decode a batch: ``prompts[r][m]`` is row r's prompt ids for member m. Returns the completions."""
     result = DecodeResult(torch.empty(len(prompts), 0, dtype=torch.long), ["length"] * len(prompts))
     texts = [b""] * len(prompts)
-    for step in cross_steps(aligner, weights, combine, prompts, options, result, union_top_k, gate, device):
+    args = (aligner, weights, combine, prompts, options, result, union_top_k, gate, device, speculate, adaptive)
+    for step in cross_steps(*args):
         for r, c in enumerate(step.choices):
             if c is not None and c.cands[c.pick] != EOS:
                 texts[r] += c.cands[c.pick]
@@ -128,8 +131,18 @@ def cross_steps(
     union_top_k: int = 10,
     gate: float | None = None,
     device: torch.device | None = None,
+    speculate: int = 0,
+    adaptive: bool = False,
 ) -> Iterator[CrossStep]:
-    """``decode_cross`` one step at a time; ``result`` gets the counts and each row's reason."""
+    """``decode_cross`` one step at a time; ``result`` gets the counts and each row's reason.
+    ``speculate`` > 0: rounds of that many drafts (``speculate_cross.py``), the same greedy text."""
+    if speculate:
+        from lmfuse.ensemble.speculate_cross import speculative_cross_steps
+
+        yield from speculative_cross_steps(
+            aligner, weights, combine, prompts, options, result, union_top_k, speculate, adaptive, device
+        )
+        return
     device = device or aligner.members[0].device
     batches = [
         TrackBatch(m, vm, [list(p[i]) for p in prompts], device)

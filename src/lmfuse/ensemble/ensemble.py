@@ -64,6 +64,7 @@ class Ensemble:
         gate: selective ensembling: a step is ensembled only where the lead's top probability < gate.
         speculate: k > 0 drafts k tokens with the lead per round, verified by the others in one forward
             each (``speculate.py``): the same greedy tokens / the same distribution as the plain ensemble.
+            Byte-aligned members (``speculate_cross.py``): the draft is committed as text; greedy only.
         adaptive: with ``speculate``, k grows while drafts are kept and shrinks when they are not.
         device: where logits are combined (default: the lead member's device).
         devices: one device per member when loading from paths (default CPU).
@@ -117,11 +118,6 @@ class Ensemble:
                 + "\nexpected members that share a tokenizer for align='ids'; use align='bytes' (or 'auto')"
             )
         self.shared_vocab = same and align != "bytes"
-        if speculate and not self.shared_vocab:
-            raise ConfigError(
-                "speculate: expected members that share a tokenizer; speculation over byte-aligned "
-                "members is not implemented yet (use speculate=0)"
-            )
         self.aligner = None if self.shared_vocab else Aligner(self.members)
         self._fresh_stats()
 
@@ -177,6 +173,8 @@ class Ensemble:
                     self.union_top_k,
                     self.gate,
                     self.device,
+                    self.speculate,
+                    self.adaptive,
                 )
                 texts.extend(done)
             self._add_stats(res)
@@ -291,6 +289,11 @@ class Ensemble:
             problems.append(f"top_p: expected a value in (0, 1], found {top_p}")
         if top_k < 0:
             problems.append(f"top_k: expected >= 0 (0 = off), found {top_k}")
+        if self.speculate and not self.shared_vocab and temperature > 0:
+            problems.append(
+                f"temperature: speculation over byte-aligned members is greedy only (temperature 0), "
+                f"found {temperature}; use speculate=0 to sample"
+            )
         if problems:
             raise ConfigError(problems)
         stops = [s for s in (stop or []) if s]
