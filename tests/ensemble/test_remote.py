@@ -128,3 +128,17 @@ def test_remote_speculative_sampling_equals_local_with_the_same_seed(url):
     ens = Ensemble([remote(url, "base"), remote(url, "add")], speculate=3)
     assert ens.generate(PROMPTS, **opts) == local
     assert ens.stats.mean_accepted > 1.0
+
+
+@pytest.mark.parametrize("k", range(1, 7))
+def test_remote_byte_aligned_speculation_equals_plain(url, local_texts, k):
+    want = local_texts[("base", "generalist")]
+    ens = Ensemble([remote(url, "base"), remote(url, "generalist")], speculate=k)
+    assert not ens.shared_vocab
+    assert ens.generate(PROMPTS, max_new_tokens=NEW) == want
+    # the verifier: one echo call per round for all rows (every round has a live row)
+    assert ens.members[1].calls <= ens.stats.speculations
+    mixed = Ensemble(["zoo:generalist", remote(url, "base")], speculate=k)
+    assert mixed.generate(PROMPTS, max_new_tokens=NEW) == Ensemble(["zoo:generalist", "zoo:base"]).generate(
+        PROMPTS, max_new_tokens=NEW
+    )
