@@ -1,7 +1,8 @@
 """Ensembles at serving scale, side by side in one run:
 
-1. speculative vs plain local ensemble of zoo members (2 and 4 members, batch 1 and 8): throughput ratio
-   (target >= 1.5x at batch 1) with the greedy tokens asserted identical, and the mean accepted length;
+1. speculative vs plain local ensemble of zoo members (2 and 4 members sharing a tokenizer, and 2
+   byte-aligned members with different tokenizers; batch 1 and 8): throughput ratio (target >= 1.5x at
+   batch 1) with the greedy tokens asserted identical, and the mean accepted length;
 2. remote members over ``lmfuse serve`` (a real HTTP server on 127.0.0.1) vs the same members local,
    plain and speculative: HTTP calls per generated token (target <= 0.5 with speculation), wall time
    per generated token, and the client's overhead per call over the time the server reports;
@@ -29,7 +30,8 @@ from lmfuse import zoo
 from lmfuse.ensemble import Ensemble
 from lmfuse.zoo.questions import eval_set
 
-SETS = {2: ["base", "add"], 4: ["base", "add", "sub", "mul"]}
+SETS = {2: ["base", "add"], 4: ["base", "add", "sub", "mul"], "bytes": ["base", "generalist"]}
+"""Shared-tokenizer sets by size; ``bytes``: two members with different tokenizers (byte-aligned)."""
 FULL_K = 5000
 """Log-probs per call above every zoo vocabulary: remote distributions are exact."""
 
@@ -43,10 +45,12 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def speculative(prompts: list[str], n_members: int, batch: int, k: int, new: int, repeats: int) -> dict:
-    """Plain vs ``speculate=k`` on the same members and prompts, runs interleaved."""
+def speculative(prompts: list[str], n_members, batch: int, k: int, new: int, repeats: int) -> dict:
+    """Plain vs ``speculate=k`` on the same members and prompts, runs interleaved (``n_members``: a key
+    of ``SETS``)."""
     members = [zoo.load(n) for n in SETS[n_members]]
     plain, spec = Ensemble(members), Ensemble(members, speculate=k)
+    assert plain.shared_vocab == (n_members != "bytes")
     want = plain.generate(prompts, max_new_tokens=new, batch_size=batch)
     got = spec.generate(prompts, max_new_tokens=new, batch_size=batch)
     assert got == want, "speculative greedy tokens differ from the plain ensemble's"
@@ -57,7 +61,9 @@ def speculative(prompts: list[str], n_members: int, batch: int, k: int, new: int
         t_spec.append(_median_time(lambda: spec.generate(prompts, max_new_tokens=new, batch_size=batch), 1))
     tokens = plain.stats.row_steps
     return {
-        "members": n_members,
+        "members": n_members if n_members == "bytes" else len(members),
+        "names": "+".join(SETS[n_members]),
+        "byte_aligned": not plain.shared_vocab,
         "batch": batch,
         "k": k,
         "tokens": tokens,
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [q.prompt for q in eval_set()][:n_prompts]
     results: dict = {"smoke": args.smoke, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     results["speculative"] = [
-        speculative(prompts, m, b, args.k, new, repeats) for m in (2, 4) for b in (1, 8)
+        speculative(prompts, m, b, args.k, new, repeats) for m in (2, 4, "bytes") for b in (1, 8)
     ]
     from lmfuse.serve.testing import start_server
 
@@ -172,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 def _print(r: dict) -> None:
     print("speculative vs plain local ensemble (zoo members, greedy tokens identical):")
     for s in r["speculative"]:
+        aligned = " (byte-aligned)" if s["byte_aligned"] else ""
         print(
-            f"  {s['members']} members, batch {s['batch']}, k={s['k']}: plain {s['plain_tok_s']:.0f} tok/s, "
+            f"  {s['names']}{aligned}, batch {s['batch']}, k={s['k']}: plain {s['plain_tok_s']:.0f} tok/s, "
             f"speculative {s['spec_tok_s']:.0f} tok/s, ratio {s['ratio']:.2f}x, "
             f"mean accepted {s['mean_accepted']:.2f}"
         )
