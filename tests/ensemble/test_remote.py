@@ -142,3 +142,11 @@ def test_remote_byte_aligned_speculation_equals_plain(url, local_texts, k):
     assert mixed.generate(PROMPTS, max_new_tokens=NEW) == Ensemble(["zoo:generalist", "zoo:base"]).generate(
         PROMPTS, max_new_tokens=NEW
     )
+
+
+def test_remote_byte_aligned_speculative_sampling_equals_local_with_the_same_seed(url):
+    opts = dict(max_new_tokens=NEW, temperature=1.0, top_k=5, seed=4, ignore_eos=True)  # longer texts
+    local = Ensemble(["zoo:base", "zoo:generalist"], speculate=3).generate(PROMPTS, **opts)
+    ens = Ensemble([remote(url, "base"), remote(url, "generalist")], speculate=3)
+    assert ens.generate(PROMPTS, **opts) == local
+    assert ens.stats.mean_accepted > 1.0

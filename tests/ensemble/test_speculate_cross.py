@@ -8,7 +8,6 @@ import torch
 
 from lmfuse import zoo
 from lmfuse.ensemble import Ensemble
-from lmfuse.errors import ConfigError
 from lmfuse.testing import tiny_model
 from lmfuse.zoo.questions import eval_set
 
@@ -67,10 +66,42 @@ def test_three_members_adaptive_stop_strings_and_logprobs(tiny):
             assert g.token_logprobs == pytest.approx(w.token_logprobs, abs=1e-4)
 
 
-def test_sampling_is_refused_clearly(tiny):
-    ens = Ensemble([tiny["char"], tiny["bpe"]], speculate=3)
-    with pytest.raises(ConfigError, match="greedy only"):
-        ens.generate(PROMPTS, temperature=0.7)
+def _peaky(model):
+    import copy
+
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.lm_head.weight *= 5  # distributions far enough apart to tell
+    return out
+
+
+@pytest.mark.parametrize("order", ["char lead", "bpe lead"])
+def test_sampling_follows_the_plain_byte_aligned_distribution(tiny, order):
+    """Speculative sampling over byte candidates: two-step continuations of many rows, against the plain
+    byte-aligned ensemble's (different seeds: two samples of one distribution), and far from the lead's
+    own."""
+    from collections import Counter
+
+    members = [(_peaky(tiny["char"][0]), tiny["char"][1]), (_peaky(tiny["bpe"][0]), tiny["bpe"][1])]
+    members = members if order == "char lead" else members[::-1]
+    n = 1500
+    prompts = ["Q: 6*8="] * n
+    kw = dict(max_new_tokens=2, temperature=1.0, top_k=4, ignore_eos=True, batch_size=n)
+
+    def dist(texts):
+        return {t: c / n for t, c in Counter(texts).items()}
+
+    def tv(p, q):
+        return 0.5 * sum(abs(p.get(x, 0.0) - q.get(x, 0.0)) for x in set(p) | set(q))
+
+    plain = dist(Ensemble(members).generate(prompts, seed=1, **kw))
+    lead = dist(Ensemble(members[:1]).generate(prompts, seed=1, **kw))
+    ens = Ensemble(members, speculate=2)
+    spec = dist(ens.generate(prompts, seed=0, **kw))
+    assert 1.0 < ens.stats.mean_accepted < 2.0  # both kept drafts and rejections happened
+    bound = 0.08  # E[TV] of two samples of 1500 over ~12 outcomes is ~0.03
+    assert tv(plain, lead) > 3 * bound, "the lead's own drafts must be distinguishable"
+    assert tv(spec, plain) < bound
 
 
 def test_a_verifier_whose_tokens_rewrite_ends_the_chain(tiny, bpe):

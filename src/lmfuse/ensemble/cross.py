@@ -112,7 +112,19 @@ def decode_cross(
     """Decode a batch: ``prompts[r][m]`` is row r's prompt ids for member m. Returns the completions."""
     result = DecodeResult(torch.empty(len(prompts), 0, dtype=torch.long), ["length"] * len(prompts))
     texts = [b""] * len(prompts)
-    args = (aligner, weights, combine, prompts, options, result, union_top_k, gate, device, speculate, adaptive)
+    args = (
+        aligner,
+        weights,
+        combine,
+        prompts,
+        options,
+        result,
+        union_top_k,
+        gate,
+        device,
+        speculate,
+        adaptive,
+    )
     for step in cross_steps(*args):
         for r, c in enumerate(step.choices):
             if c is not None and c.cands[c.pick] != EOS:
@@ -201,10 +213,26 @@ def _choose(
     generator: torch.Generator | None,
 ) -> Choice | None:
     """One row's next bytes (or ``EOS``) from its members' (vocab,) log-probs; ``None`` if no candidate."""
+    scored = combined(tracks, logps, weights, text, combine, options, union_top_k)
+    if scored is None:
+        return None
+    cands, mixed = scored
+    pick = next_tokens(mixed[None], options.temperature, options.top_k, options.top_p, generator)
+    return Choice(cands, mixed, int(pick[0]))
+
+
+def combined(
+    tracks: list[Track],
+    logps: list[torch.Tensor],
+    weights: Sequence[float],
+    text: bytes,
+    combine: str,
+    options: SamplingOptions,
+    union_top_k: int,
+) -> tuple[list[bytes], torch.Tensor] | None:
+    """The candidates and their (n_cands,) combined log-probs (renormalised, before temperature)."""
     cands = _candidates(tracks, logps, text, union_top_k, with_eos=not options.ignore_eos)
     if not cands:
         return None
     scores = [_member_scores(t, lp, cands, text) for t, lp in zip(tracks, logps, strict=True)]
-    mixed = torch.log_softmax(COMBINE[combine](scores, weights)[:-1], -1)[None]  # (1, n_cands)
-    pick = next_tokens(mixed, options.temperature, options.top_k, options.top_p, generator)
-    return Choice(cands, mixed[0], int(pick[0]))
+    return cands, torch.log_softmax(COMBINE[combine](scores, weights)[:-1], -1)

@@ -64,7 +64,7 @@ class Ensemble:
         gate: selective ensembling: a step is ensembled only where the lead's top probability < gate.
         speculate: k > 0 drafts k tokens with the lead per round, verified by the others in one forward
             each (``speculate.py``): the same greedy tokens / the same distribution as the plain ensemble.
-            Byte-aligned members (``speculate_cross.py``): the draft is committed as text; greedy only.
+            Byte-aligned members (``speculate_cross.py``): the draft is committed as text.
         adaptive: with ``speculate``, k grows while drafts are kept and shrinks when they are not.
         device: where logits are combined (default: the lead member's device).
         devices: one device per member when loading from paths (default CPU).
@@ -289,11 +289,6 @@ class Ensemble:
             problems.append(f"top_p: expected a value in (0, 1], found {top_p}")
         if top_k < 0:
             problems.append(f"top_k: expected >= 0 (0 = off), found {top_k}")
-        if self.speculate and not self.shared_vocab and temperature > 0:
-            problems.append(
-                f"temperature: speculation over byte-aligned members is greedy only (temperature 0), "
-                f"found {temperature}; use speculate=0 to sample"
-            )
         if problems:
             raise ConfigError(problems)
         stops = [s for s in (stop or []) if s]
