@@ -32,10 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "exchange": ("lmfuse.exchange.command", "Exchange-of-Thought: agents re-solve after reading their peers"),
     "moa": ("lmfuse.exchange.command", "Mixture-of-Agents: layers of proposers, then an aggregator"),
-    "serve": (
-        "lmfuse.exchange.command",
-        "OpenAI-compatible HTTP server over local models (zoo:NAME or dirs)",
-    ),
+    "serve": ("lmfuse.serve.command", "OpenAI-compatible server: models and fusions, each one model id"),
 }
 
 

@@ -30,12 +30,12 @@ def test_completions_match_direct_generation_and_report_usage(tiny):
     with ServerThread(create_app({"tiny": HFBackend(*tiny)})) as s:
         client = openai.OpenAI(base_url=s.base_url, api_key="EMPTY", max_retries=0)
         assert [m.id for m in client.models.list().data] == ["tiny"]
-        out = client.completions.create(model="tiny", prompt=prompts, max_tokens=6)
+        out = client.completions.create(model="tiny", prompt=prompts, max_tokens=6, temperature=0)
         assert [c.text for c in out.choices] == [e.text for e in expected]
         assert out.usage.prompt_tokens == sum(e.prompt_tokens for e in expected)
         assert out.usage.completion_tokens == sum(e.completion_tokens for e in expected)
         chat = client.chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": "Q: 12+7= A:"}], max_tokens=6
+            model="tiny", messages=[{"role": "user", "content": "Q: 12+7= A:"}], max_tokens=6, temperature=0
         )
         assert chat.choices[0].message.content == expected[0].text  # no chat template: contents joined
         assert chat.choices[0].finish_reason in ("stop", "length")
@@ -46,8 +46,8 @@ def test_errors_use_openai_shape(tiny):
         client = openai.OpenAI(base_url=s.base_url, api_key="EMPTY", max_retries=0)
         with pytest.raises(openai.NotFoundError, match="model 'gpt' not found; served: tiny"):
             client.completions.create(model="gpt", prompt="x")
-        with pytest.raises(openai.BadRequestError, match="not supported"):
-            client.completions.create(model="tiny", prompt="x", n=2)
+        with pytest.raises(openai.BadRequestError, match="n: Input should be greater than or equal to 1"):
+            client.completions.create(model="tiny", prompt="x", n=0)
         r = httpx.post(f"{s.base_url}/chat/completions", json={"model": "tiny"})
         assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
 

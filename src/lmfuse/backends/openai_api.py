@@ -14,7 +14,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from lmfuse.backends.base import Reply, Request
@@ -86,15 +86,61 @@ class OpenAIBackend:
             await asyncio.sleep(delay * (1 + random.random() * 0.25))
         return Reply(error=error, attempts=attempt, seconds=time.perf_counter() - start)
 
-    async def _once(self, client: Any, req: Request, model: str) -> Reply:
-        common = {"model": model, "max_tokens": req.max_tokens, "temperature": req.temperature}
+    def _params(self, req: Request, model: str) -> dict[str, Any]:
+        common: dict[str, Any] = {
+            "model": model,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+        }
         if req.stop:
             common["stop"] = req.stop
+        if req.top_p != 1.0:
+            common["top_p"] = req.top_p
+        if req.seed is not None:
+            common["seed"] = req.seed
         if req.messages is not None:
-            resp = await client.chat.completions.create(messages=req.messages, **common)
+            common["messages"] = req.messages
+        else:
+            common["prompt"] = req.prompt if req.prompt is not None else req.prompt_ids
+        return common
+
+    async def stream(self, req: Request) -> AsyncIterator[str | Reply]:
+        """Text deltas as the server streams them, then the ``Reply`` (one attempt: a stream that has
+        started cannot be retried without repeating text). Leaving early closes the connection."""
+        client, sem = self._state()
+        model = req.model or self.model
+        if model is None:
+            yield Reply(error=f"backend {self.name!r}: no model name; set model: on the backend or agent")
+            return
+        start, parts, finish, usage = time.perf_counter(), [], "stop", None
+        params = {**self._params(req, model), "stream": True, "stream_options": {"include_usage": True}}
+        chat = req.messages is not None
+        async with sem:
+            try:
+                resp = await (client.chat.completions if chat else client.completions).create(**params)
+                async with resp:
+                    async for chunk in resp:
+                        usage = chunk.usage or usage
+                        for c in chunk.choices:
+                            piece = (c.delta.content if chat else c.text) or ""
+                            finish = c.finish_reason or finish
+                            if piece:
+                                parts.append(piece)
+                                yield piece
+            except Exception as exc:
+                yield Reply(error=_classify(exc)[1], seconds=time.perf_counter() - start)
+                return
+        yield Reply("".join(parts), prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                    completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                    seconds=time.perf_counter() - start, finish_reason=finish)  # fmt: skip
+
+    async def _once(self, client: Any, req: Request, model: str) -> Reply:
+        params = self._params(req, model)
+        if req.messages is not None:
+            resp = await client.chat.completions.create(**params)
             text = resp.choices[0].message.content or ""
         else:
-            resp = await client.completions.create(prompt=req.prompt, **common)
+            resp = await client.completions.create(**params)
             text = resp.choices[0].text or ""
         usage = resp.usage
         return Reply(

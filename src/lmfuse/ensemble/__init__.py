@@ -1,10 +1,24 @@
 """Token-level probability ensemble: several causal LMs decode as one (``lmfuse ensemble``).
 
-``Ensemble(members, weights, combine)`` with ``generate``, ``generate_ids`` and ``score``; members may
-share a tokenizer (token ids committed) or not (aligned by the bytes their tokens decode to).
+``Ensemble(members, weights, combine)`` with ``generate``, ``generate_ids``, ``score`` and, for servers,
+``complete`` / ``stream`` (``Completion``, ``Chunk``: finish reasons, token counts, log-probs); members may
+share a tokenizer (token ids committed) or not (aligned by the bytes their tokens decode to), be loaded
+here or served over HTTP (``RemoteMember``), and decode speculatively (``speculate=k``).
 """
 
 from lmfuse.ensemble.combine import COMBINE
-from lmfuse.ensemble.ensemble import Ensemble, GenerationStats, ScoreResult
+from lmfuse.ensemble.complete import Chunk, Completion
+from lmfuse.ensemble.ensemble import Ensemble, GenerationStats
+from lmfuse.ensemble.remote import RemoteMember, RemoteMemberError
+from lmfuse.ensemble.score import ScoreResult
 
-__all__ = ["COMBINE", "Ensemble", "GenerationStats", "ScoreResult"]
+__all__ = [
+    "COMBINE",
+    "Chunk",
+    "Completion",
+    "Ensemble",
+    "GenerationStats",
+    "RemoteMember",
+    "RemoteMemberError",
+    "ScoreResult",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from lmfuse.core.tokenizers import token_bytes
 from lmfuse.ensemble.member import Member
@@ -33,6 +34,15 @@ class VocabMap:
             if b:
                 ids.setdefault(b, i)
         return cls(tb, ids, max((len(b) for b in ids), default=0))
+
+    @cached_property
+    def all_ids(self) -> dict[bytes, list[int]]:
+        """bytes → every id that decodes to them (``ids`` keeps the lowest)."""
+        table: dict[bytes, list[int]] = {}
+        for i, b in enumerate(self.token_bytes):
+            if b:
+                table.setdefault(b, []).append(i)
+        return table
 
     def longest_prefix(self, data: bytes, longer_than: int = 0) -> int | None:
         """Id of the longest token that is a prefix of ``data`` and longer than ``longer_than`` bytes."""

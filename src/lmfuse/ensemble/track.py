@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lmfuse.ensemble.align import VocabMap
-from lmfuse.ensemble.member import Member, MemberState
+from lmfuse.ensemble.member import Member
 
 
 @dataclass
@@ -65,7 +65,7 @@ class TrackBatch:
         self, member: Member, vmap: VocabMap, prompts: list[list[int]], device: torch.device
     ) -> None:
         self.member = member
-        self.state = MemberState(member, len(prompts))
+        self.state = member.open(len(prompts))
         self.tracks = [Track(member, vmap, p) for p in prompts]
         self.cached: list[list[int]] = [[] for _ in prompts]
         """Per row, the ids whose keys/values the cache holds, in order."""
@@ -74,27 +74,76 @@ class TrackBatch:
         self.logits = torch.zeros(len(prompts), member.vocab_size, device=device)
         self.fresh = [False] * len(prompts)
 
-    def sync(self, rows: list[int]) -> torch.Tensor:
-        """Bring the cache of ``rows`` to their tracks' ids and return (batch, vocab) next-token logits
-        (valid for ``rows``): differing slots dropped, new ids fed in one chunk."""
+    def sync(self, rows: list[int], wants: dict[int, list[int]] | None = None) -> torch.Tensor:
+        """Bring the cache of ``rows`` to their tracks' ids (or to ``wants[r]``) and return (batch, vocab)
+        next-token logits (valid for ``rows``): differing slots dropped, new ids fed in one chunk."""
+        wants = wants if wants is not None else {r: self.tracks[r].want for r in rows}
+        if hasattr(self.state, "score_next"):  # remote: the server's prefix cache plays the cache
+            return self._sync_remote(rows, wants)
         feeds: dict[int, list[int]] = {}
         for r in rows:
-            want, have = self.tracks[r].want, self.cached[r]
-            same = len(have) if want[: len(have)] == have else 0  # usually the cache is a prefix
-            while same < min(len(want), len(have)) and want[same] == have[same]:
-                same += 1
-            if same == len(want) == len(have) and self.fresh[r]:
+            want, have = wants[r], self.cached[r]
+            if want == have and self.fresh[r]:
                 continue
-            same = min(same, len(want) - 1)  # at least one id must be fed to get logits
-            self.state.mask[r, self.slots[r][same:]] = 0  # roll back: those slots no longer count
-            self.cached[r], self.slots[r] = want[:same], self.slots[r][:same]
-            feeds[r] = want[same:]
+            feeds[r] = self._roll_back(r, want, len(want) - 1)
         self._crop_dead_tail()
         if feeds:
             self._feed(feeds)
         return self.logits
 
-    def _feed(self, feeds: dict[int, list[int]]) -> None:
+    def score_chain(self, chains: dict[int, tuple[list[int], list[int]]]) -> dict[int, list[torch.Tensor]]:
+        """Speculation: per row ``r``, ``chains[r] = (ids, lengths)``: bring the cache to ``ids`` in one
+        chunk and return the (vocab,) logits after each prefix ``ids[:L]`` for L in ``lengths``
+        (increasing, each at least 1)."""
+        if hasattr(self.state, "score_next"):
+            return self._chain_remote(chains)
+        feeds, starts = {}, {}
+        for r, (want, lengths) in chains.items():
+            feeds[r] = self._roll_back(r, want, lengths[0] - 1)
+            starts[r] = len(want) - len(feeds[r])
+        self._crop_dead_tail()
+        out, width = self._feed(feeds, all_logits=True)
+        return {
+            r: [out[r, width - len(feeds[r]) + L - 1 - starts[r]] for L in lengths]
+            for r, (_, lengths) in chains.items()
+        }
+
+    def _roll_back(self, r: int, want: list[int], most: int) -> list[int]:
+        """Drop row ``r``'s cached slots from the first id that differs from ``want`` (or from position
+        ``most``, so that some id is fed); returns the ids to feed."""
+        have = self.cached[r]
+        same = len(have) if want[: len(have)] == have else 0  # usually the cache is a prefix
+        while same < min(len(want), len(have)) and want[same] == have[same]:
+            same += 1
+        same = min(same, most)
+        self.state.mask[r, self.slots[r][same:]] = 0  # roll back: those slots no longer count
+        self.cached[r], self.slots[r] = want[:same], self.slots[r][:same]
+        return want[same:]
+
+    def _sync_remote(self, rows: list[int], wants: dict[int, list[int]]) -> torch.Tensor:
+        todo = [r for r in rows if not (self.fresh[r] and self.cached[r] == wants[r])]
+        if todo:
+            got = self.state.score_next([wants[r] for r in todo])
+            for r, logp in zip(todo, got.to(self.logits.device), strict=True):
+                self.logits[r], self.cached[r], self.fresh[r] = logp, list(wants[r]), True
+        return self.logits
+
+    def _chain_remote(self, chains: dict[int, tuple[list[int], list[int]]]) -> dict[int, list[torch.Tensor]]:
+        from lmfuse.ensemble.remote import distributions
+
+        rows = sorted(chains)
+        firsts = [chains[r][1][0] for r in rows]
+        last = [len(chains[r][0]) - f + 1 for r, f in zip(rows, firsts, strict=True)]
+        got = distributions(self.member, [chains[r][0] for r in rows], last, echo=True)
+        out = {}
+        for r, f, d in zip(rows, firsts, got, strict=True):
+            out[r] = [d[L - f].to(self.logits.device) for L in chains[r][1]]
+            self.logits[r], self.cached[r], self.fresh[r] = out[r][-1], list(chains[r][0]), True
+        return out
+
+    def _feed(self, feeds: dict[int, list[int]], all_logits: bool = False):
+        """Feed each row's new ids in one left-padded chunk; with ``all_logits`` returns the (batch,
+        width, vocab) logits of every column and the width."""
         width = max(map(len, feeds.values()))
         batch = len(self.tracks)
         pad = self.member.tokenizer.pad_token_id
@@ -105,7 +154,12 @@ class TrackBatch:
             mask[r, width - len(new) :] = 1
         start = self.state.length
         rows = sorted(feeds)
-        sub = self.state.forward_rows(torch.tensor(rows), ids, mask) if len(rows) < batch else None
+        every = None
+        if all_logits:
+            every = self.state.forward(ids, mask, all_logits=True).to(self.logits.device)
+            sub = every[rows, -1]
+        else:
+            sub = self.state.forward_rows(torch.tensor(rows), ids, mask) if len(rows) < batch else None
         if sub is None:  # every row, or a cache that cannot be sliced by rows
             sub = self.state.forward(ids, mask)[rows]
         for r, logits in zip(rows, sub.to(self.logits.device), strict=True):
@@ -114,6 +168,7 @@ class TrackBatch:
             self.cached[r] = self.cached[r] + new
             self.logits[r] = logits
             self.fresh[r] = True
+        return every, width
 
     def _crop_dead_tail(self) -> None:
         """Crop trailing cache columns that no row uses any more (always the case with one row)."""

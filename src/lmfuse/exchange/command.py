@@ -1,4 +1,4 @@
-"""``lmfuse exchange`` (EoT), ``lmfuse moa`` and ``lmfuse serve``: parse, call the API, print."""
+"""``lmfuse exchange`` (EoT) and ``lmfuse moa``: parse, call the API, print."""
 
 from __future__ import annotations
 
@@ -27,19 +27,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--overwrite", action="store_true", help="start the output (and transcript) afresh")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(func=_run, method=name)
-    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server over local models (zoo:NAME or dirs)")
-    s.add_argument("models", nargs="+", help="zoo:NAME, a zoo name, or a model directory")
-    s.add_argument("--name", action="append", help="model id to serve each model under (default: its name)")
-    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--api-key-env", help="require the key held in this environment variable")
-    s.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
-    s.add_argument("--fail-first", type=int, default=0, help="fail the first N requests")
-    s.add_argument("--fail-status", type=int, default=500, help="HTTP status of those failures")
-    s.add_argument("--hang-first", type=int, default=0, help="then hang the next N requests")
-    s.add_argument("--hang-seconds", type=float, default=30.0)
-    s.add_argument("--down", action="store_true", help="answer every request with 503")
-    s.set_defaults(func=_serve)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -116,42 +103,6 @@ def _solver(method: str, config):
     from lmfuse.exchange.moa import MoA
 
     return MoA(config)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from lmfuse.backends.hf import HFBackend
-    from lmfuse.errors import ConfigError
-    from lmfuse.serve.app import create_app
-    from lmfuse.serve.faults import Faults
-    from lmfuse.serve.server import serve_forever
-
-    _quiet_transformers()
-    names = args.name or []
-    if names and len(names) != len(args.models):
-        raise ConfigError(f"--name: expected one per model ({len(args.models)}), found {len(names)}")
-    faults = Faults(
-        args.latency, args.fail_first, args.fail_status, args.hang_first, args.hang_seconds, args.down
-    )
-    if problems := faults.validate():
-        raise ConfigError(problems)
-    key = None
-    if args.api_key_env:
-        key = os.environ.get(args.api_key_env)
-        if not key:
-            raise ConfigError(f"--api-key-env: environment variable {args.api_key_env} is not set")
-    models = {}
-    for i, spec in enumerate(args.models):
-        path = spec if (":" in spec or "/" in spec or Path(spec).exists()) else f"zoo:{spec}"
-        model_id = names[i] if names else Path(path.split(":", 1)[-1]).name
-        models[model_id] = HFBackend(model_path=path, name=model_id)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {args.host}: reachable from other machines", file=sys.stderr)
-    print(f"serving {', '.join(models)} at http://{args.host}:{args.port}/v1", file=sys.stderr)
-    serve_forever(create_app(models, faults, api_key=key), args.host, args.port)
-    return 0
 
 
 def _quiet_transformers() -> None:

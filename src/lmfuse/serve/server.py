@@ -1,28 +1,58 @@
 """Run the app with uvicorn: in the foreground (``lmfuse serve``) or in a background thread (tests,
-benchmarks) on a free port of 127.0.0.1."""
+benchmarks) on a free port of 127.0.0.1. SIGTERM / SIGINT (foreground): stop accepting connections,
+let in-flight requests finish within ``grace`` seconds, then exit."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from lmfuse.errors import ConfigError
+
 DEFAULT_HOST = "127.0.0.1"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on ``host:port``; a port in use or a bad address is a ``ConfigError``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port "
+                          "or --host") from None  # fmt: skip
+    return sock
+
+
+def _uvicorn_config(app: Any, grace: float, log_level: str = "warning") -> Any:
+    import uvicorn
+
+    loop = "uvloop" if _has("uvloop") else "asyncio"
+    http = "httptools" if _has("httptools") else "h11"
+    return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", loop=loop, http=http,
+                          timeout_graceful_shutdown=grace)  # fmt: skip
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 class ServerThread:
     """``with ServerThread(app) as s: ... s.base_url`` — uvicorn on its own thread and event loop."""
 
-    def __init__(self, app: Any, host: str = DEFAULT_HOST, port: int = 0) -> None:
+    def __init__(self, app: Any, host: str = DEFAULT_HOST, port: int = 0, grace: float = 5.0) -> None:
         import uvicorn
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+        self.sock = bind(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(_uvicorn_config(app, grace))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
@@ -51,8 +81,20 @@ class ServerThread:
         self.stop()
 
 
-def serve_forever(app: Any, host: str = DEFAULT_HOST, port: int = 8000) -> None:
-    """Serve in the foreground until interrupted."""
+def serve_forever(
+    app: Any, sock: socket.socket, grace: float = 10.0, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Serve on ``sock`` in the foreground until SIGTERM/SIGINT; ``on_ready()`` once it accepts requests."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    server = uvicorn.Server(_uvicorn_config(app, grace, log_level="warning"))
+    if on_ready is not None:
+
+        def watch() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.02)
+            if server.started:
+                on_ready()
+
+        threading.Thread(target=watch, daemon=True).start()
+    server.run(sockets=[sock])

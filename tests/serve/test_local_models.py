@@ -1,0 +1,75 @@
+"""Local models behind ``lmfuse serve``: token-by-token streaming of a zoo model equals its
+non-streamed reply, the ``ensemble`` fusion equals ``Ensemble.generate`` called directly, and the
+embedded default declares the zoo and one fusion of each kind."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from lmfuse.ensemble import Ensemble
+from lmfuse.serve.config import default_config, parse
+from lmfuse.serve.testing import start_server
+
+Q = "Q: 37+48= A:"
+
+
+@pytest.fixture(scope="module")
+def url():
+    cfg = {
+        "backends": {"add": {"kind": "hf", "model": "zoo:add"}},
+        "models": {"add": {"method": "single", "backend": "add", "max_model_len": 1024},
+                   "ens": {"method": "ensemble", "members": ["zoo:base", "zoo:add"], "weights": [0.3, 0.7]}},
+    }  # fmt: skip
+    with start_server(cfg) as base_url:
+        yield base_url
+
+
+def test_streaming_a_local_model_token_by_token_equals_the_plain_reply(url):
+    c = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    for prompt in (Q, "Q: 9*9= A:", "Q: 100-1= A:"):
+        plain = c.completions.create(model="add", prompt=prompt, max_tokens=12, temperature=0)
+        chunks = list(
+            c.completions.create(model="add", prompt=prompt, max_tokens=12, temperature=0, stream=True)
+        )
+        pieces = [ch.choices[0].text for ch in chunks if ch.choices[0].text]
+        assert "".join(pieces) == plain.choices[0].text
+        assert chunks[-1].choices[0].finish_reason == plain.choices[0].finish_reason
+    many = list(c.completions.create(model="add", prompt=Q, max_tokens=12, temperature=0, stream=True))
+    assert [ch.choices[0].text for ch in many if ch.choices[0].text] == [" ", "8", "5"]  # one per token
+
+
+def test_stop_strings_cut_streamed_and_plain_replies_alike(url):
+    c = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    plain = c.completions.create(model="add", prompt=Q, max_tokens=12, temperature=0)
+    stop = plain.choices[0].text.strip()[-1]  # the last digit of the answer
+    cut = c.completions.create(model="add", prompt=Q, max_tokens=12, temperature=0, stop=[stop])
+    streamed = list(c.completions.create(model="add", prompt=Q, max_tokens=12, temperature=0, stop=[stop],
+                                         stream=True))  # fmt: skip
+    assert (
+        cut.choices[0].text == plain.choices[0].text.split(stop)[0] and cut.choices[0].finish_reason == "stop"
+    )
+    assert "".join(ch.choices[0].text for ch in streamed) == cut.choices[0].text
+
+
+def test_ensemble_model_equals_ensemble_generate(url):
+    direct = Ensemble(["zoo:base", "zoo:add"], weights=[0.3, 0.7]).generate([Q], max_new_tokens=8)[0]
+    c = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    out = c.chat.completions.create(model="ens", messages=[{"role": "user", "content": Q}], max_tokens=8,
+                                    temperature=0)  # fmt: skip
+    assert out.choices[0].message.content == direct
+    assert out.model_extra["lmfuse"]["ensemble"]["weights"] == pytest.approx([0.3, 0.7])
+    stream = c.completions.create(model="ens", prompt=Q, max_tokens=8, temperature=0, stream=True)
+    assert "".join(ch.choices[0].text for ch in stream) == direct
+
+
+def test_embedded_default_serves_the_zoo_and_one_fusion_of_each_kind():
+    cfg = parse(default_config())
+    methods = {m: raw["method"] for m, raw in cfg.models.items()}
+    assert {m for m, k in methods.items() if k == "single"} == {"base", "add", "sub", "mul", "generalist"}
+    assert {methods[m] for m in ("vote-zoo", "moa-zoo", "eot-zoo", "ensemble-zoo")} == {
+        "vote",
+        "moa",
+        "eot",
+        "ensemble",
+    }
