@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import time
@@ -22,9 +23,19 @@ from lmfuse.errors import ConfigError
 
 RETRY_STATUS = {408, 409, 429}
 
+try:
+    import orjson
+
+    _dumps = orjson.dumps
+except ImportError:  # orjson comes with the serve extra
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
 
 class OpenAIBackend:
-    """Calls ``base_url`` (``.../v1``) with the official ``openai`` client; retries are lmfuse's own."""
+    """Calls ``base_url`` (``.../v1``) over one pooled ``httpx`` client per event loop (the OpenAI wire
+    format, without the ``openai`` SDK's per-call cost); retries are lmfuse's own."""
 
     def __init__(
         self,
@@ -53,13 +64,18 @@ class OpenAIBackend:
         return f"OpenAIBackend(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
 
     def _state(self) -> tuple[Any, asyncio.Semaphore]:
-        """One client and semaphore per event loop (httpx clients are bound to the loop that made them)."""
-        from openai import AsyncOpenAI
+        """One pooled HTTP client and semaphore per event loop (httpx clients are bound to their loop)."""
+        import httpx
 
         key = id(asyncio.get_running_loop())
         if key not in self._loop_state:
             api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else "EMPTY"
-            client = AsyncOpenAI(api_key=api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
+            client = httpx.AsyncClient(
+                base_url=self.base_url.rstrip("/") + "/", timeout=self.timeout,
+                headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
+                limits=httpx.Limits(max_connections=self.max_concurrency,
+                                    max_keepalive_connections=self.max_concurrency),
+            )  # fmt: skip
             self._loop_state[key] = (client, asyncio.Semaphore(self.max_concurrency))
         return self._loop_state[key]
 
@@ -104,6 +120,10 @@ class OpenAIBackend:
             common["prompt"] = req.prompt if req.prompt is not None else req.prompt_ids
         return common
 
+    @staticmethod
+    def _path(req: Request) -> str:
+        return "chat/completions" if req.messages is not None else "completions"
+
     async def stream(self, req: Request) -> AsyncIterator[str | Reply]:
         """Text deltas as the server streams them, then the ``Reply`` (one attempt: a stream that has
         started cannot be retried without repeating text). Leaving early closes the connection."""
@@ -112,65 +132,89 @@ class OpenAIBackend:
         if model is None:
             yield Reply(error=f"backend {self.name!r}: no model name; set model: on the backend or agent")
             return
-        start, parts, finish, usage = time.perf_counter(), [], "stop", None
+        start, parts, finish, usage = time.perf_counter(), [], "stop", {}
         params = {**self._params(req, model), "stream": True, "stream_options": {"include_usage": True}}
         chat = req.messages is not None
         async with sem:
             try:
-                resp = await (client.chat.completions if chat else client.completions).create(**params)
-                async with resp:
-                    async for chunk in resp:
-                        usage = chunk.usage or usage
-                        for c in chunk.choices:
-                            piece = (c.delta.content if chat else c.text) or ""
-                            finish = c.finish_reason or finish
+                async with client.stream("POST", self._path(req), content=_dumps(params)) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        raise _status_error(resp)
+                    async for line in resp.aiter_lines():
+                        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                            continue
+                        chunk = json.loads(line[5:])
+                        if "error" in chunk:
+                            raise HTTPStatusError(502, str(chunk["error"].get("message", chunk["error"])))
+                        usage = chunk.get("usage") or usage
+                        for c in chunk.get("choices") or []:
+                            piece = ((c.get("delta") or {}).get("content") if chat else c.get("text")) or ""
+                            finish = c.get("finish_reason") or finish
                             if piece:
                                 parts.append(piece)
                                 yield piece
             except Exception as exc:
                 yield Reply(error=_classify(exc)[1], seconds=time.perf_counter() - start)
                 return
-        yield Reply("".join(parts), prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                    completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        yield Reply("".join(parts), prompt_tokens=usage.get("prompt_tokens") or 0,
+                    completion_tokens=usage.get("completion_tokens") or 0,
                     seconds=time.perf_counter() - start, finish_reason=finish)  # fmt: skip
 
     async def _once(self, client: Any, req: Request, model: str) -> Reply:
-        params = self._params(req, model)
-        if req.messages is not None:
-            resp = await client.chat.completions.create(**params)
-            text = resp.choices[0].message.content or ""
-        else:
-            resp = await client.completions.create(**params)
-            text = resp.choices[0].text or ""
-        usage = resp.usage
+        resp = await client.post(self._path(req), content=_dumps(self._params(req, model)))
+        if resp.status_code >= 400:
+            raise _status_error(resp)
+        data = json.loads(resp.content)
+        choice = data["choices"][0]
+        text = (
+            (choice.get("message") or {}).get("content") if req.messages is not None else choice.get("text")
+        )
+        usage = data.get("usage") or {}
         return Reply(
-            text,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            finish_reason=resp.choices[0].finish_reason or "stop",
+            text or "",
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
+            finish_reason=choice.get("finish_reason") or "stop",
         )
 
     async def aclose(self) -> None:
         for client, _ in self._loop_state.values():
             with contextlib.suppress(RuntimeError):  # its loop may be closed already
-                await client.close()
+                await client.aclose()
         self._loop_state.clear()
+
+
+class HTTPStatusError(Exception):
+    """An HTTP error status from the server, with its OpenAI error message and ``Retry-After``."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+def _status_error(resp: Any) -> HTTPStatusError:
+    try:
+        body = json.loads(resp.content)
+        err = body.get("error", body) if isinstance(body, dict) else body
+        message = str(err.get("message") or err) if isinstance(err, dict) else str(err)
+    except ValueError:
+        message = resp.content.decode("utf-8", "replace") or resp.reason_phrase
+    return HTTPStatusError(resp.status_code, message, _retry_after(resp.headers.get("retry-after")))
 
 
 def _classify(exc: Exception) -> tuple[bool, str, float | None]:
     """``(retry?, message, server-requested wait)`` for an exception raised by one attempt."""
-    import openai
+    import httpx
 
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, httpx.TimeoutException):
         return True, "timed out", None
-    if isinstance(exc, openai.APIConnectionError):
-        return True, f"connection failed ({type(exc.__cause__ or exc).__name__})", None
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        wait = _retry_after(exc.response.headers.get("retry-after"))
-        body = exc.body if isinstance(exc.body, dict) else {}
-        msg = f"HTTP {status}: {_short(str(body.get('message') or exc.message))}"
-        return status in RETRY_STATUS or status >= 500, msg, wait
+    if isinstance(exc, httpx.TransportError):
+        return True, f"connection failed ({type(exc).__name__})", None
+    if isinstance(exc, HTTPStatusError):
+        status = exc.status
+        msg = f"HTTP {status}: {_short(exc.message)}"
+        return status in RETRY_STATUS or status >= 500, msg, exc.retry_after
     return False, f"{type(exc).__name__}: {_short(str(exc))}", None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from lmfuse.backends.base import Backend
@@ -51,39 +51,58 @@ class ServerOptions:
         return problems
 
 
-def _error(status: int, message: str, kind: str, retry_after: float | None = None) -> JSONResponse:
+class FastJSON(Response):
+    """A JSON response rendered by orjson (the stdlib json where orjson is missing)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return stream.dumps(content)
+
+
+def _error(status: int, message: str, kind: str, retry_after: float | None = None) -> Response:
     headers = {"retry-after": f"{retry_after:g}"} if status == 429 and retry_after is not None else None
-    return JSONResponse(shapes.error_body(message, kind, status), status, headers=headers)
+    return FastJSON(shapes.error_body(message, kind, status), status, headers=headers)
+
+
+class Guard:
+    """Pure ASGI middleware (no per-request task): the API-key check and the body-size limit."""
+
+    def __init__(self, app: Any, keys: Sequence[str], max_body_bytes: int) -> None:
+        self.app, self.keys, self.max_body = app, [k.encode() for k in keys], max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.keys and scope["path"] != "/health":
+            sent = headers.get(b"authorization", b"")
+            token = sent[7:] if sent.startswith(b"Bearer ") else b""
+            if not any(hmac.compare_digest(token, k) for k in self.keys):
+                msg = "missing or wrong API key (send Authorization: Bearer <key>)"
+                return await _error(401, msg, "authentication_error")(scope, receive, send)
+        size = headers.get(b"content-length", b"")
+        if size.isdigit() and int(size) > self.max_body:
+            msg = f"request body is {int(size)} bytes; this server takes at most {self.max_body}"
+            return await _error(400, msg, "invalid_request_error")(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOptions) -> None:
     """API-key check (when keys are set), body-size limit and OpenAI-shaped errors for everything."""
-
-    @app.middleware("http")
-    async def _guard(request: HTTPRequest, call_next):
-        if keys and request.url.path != "/health":
-            sent = request.headers.get("authorization", "")
-            token = sent[7:] if sent.startswith("Bearer ") else ""
-            if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
-                return _error(401, "missing or wrong API key (send Authorization: Bearer <key>)",
-                              "authentication_error")  # fmt: skip
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > opts.max_body_bytes:
-            return _error(400, f"request body is {int(size)} bytes; this server takes at most "
-                          f"{opts.max_body_bytes}", "invalid_request_error")  # fmt: skip
-        return await call_next(request)
+    app.add_middleware(Guard, keys=keys, max_body_bytes=opts.max_body_bytes)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: HTTPRequest, exc: HTTPException) -> JSONResponse:
+    async def _http(_: HTTPRequest, exc: HTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return _error(exc.status_code, detail, kind_of(exc.status_code))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: HTTPRequest, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(_: HTTPRequest, exc: RequestValidationError) -> Response:
         where = "; ".join(f"{'.'.join(map(str, e['loc'][1:] or e['loc']))}: {e['msg']}" for e in exc.errors())
         return _error(400, f"invalid request body: {where}", "invalid_request_error")
 
-    async def _classified(_: HTTPRequest, exc: Exception) -> JSONResponse:
+    async def _classified(_: HTTPRequest, exc: Exception) -> Response:
         status, kind, message = classify(exc)
         if status == 500 and not isinstance(exc, APIError):
             log.error("request failed", exc_info=exc)
@@ -105,7 +124,14 @@ def create_app(
     }
     opts = options or ServerOptions()
     keys = [api_key] if isinstance(api_key, str) else list(api_key or [])
-    app = FastAPI(title="lmfuse serve", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        default_response_class=FastJSON,
+        title="lmfuse serve",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     faults = faults or Faults()
     gate = Gate(opts.limits)
     app.state.faults, app.state.gate, app.state.fusions = faults, gate, fusions
@@ -163,14 +189,14 @@ def create_app(
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(fusions)}
+    async def health() -> Response:
+        return FastJSON({"status": "ok", "models": list(fusions)})
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
+    async def list_models() -> Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": f"lmfuse:{f.method}"}
                 for m, f in fusions.items()]  # fmt: skip
-        return {"object": "list", "data": data}
+        return FastJSON({"object": "list", "data": data})
 
     @app.post("/v1/completions")
     async def completions(body: CompletionBody):
@@ -195,7 +221,7 @@ def create_app(
         outs = await answer(fusion, calls)
         choices = [shapes.completion_choice(c, i * body.n + j, as_ids)
                    for i, o in enumerate(outs) for j, c in enumerate(o.choices)]  # fmt: skip
-        return shapes.envelope("text_completion", body.model, choices, outs, shapes.new_id("cmpl"))
+        return FastJSON(shapes.envelope("text_completion", body.model, choices, outs, shapes.new_id("cmpl")))
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody):
@@ -212,6 +238,8 @@ def create_app(
             return await streamed(fusion, [call], body.n, True, body.model, body, delta)
         outs = await answer(fusion, [call])
         choices = [shapes.chat_choice(c, j, k) for j, c in enumerate(outs[0].choices)]
-        return shapes.envelope("chat.completion", body.model, choices, outs, shapes.new_id("chatcmpl"))
+        return FastJSON(
+            shapes.envelope("chat.completion", body.model, choices, outs, shapes.new_id("chatcmpl"))
+        )
 
     return app
