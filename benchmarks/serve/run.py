@@ -71,8 +71,10 @@ def member_config(reply: str, latency: float) -> str:
 def vote_config(urls: list[str]) -> str:
     backends = "".join(f"  m{i}: {{kind: openai, base_url: {u}, model: m, max_retries: 0, timeout: 5, "
                        f"max_concurrency: 1024}}\n" for i, u in enumerate(urls))  # fmt: skip
-    return (f"backends:\n{backends}models:\n  vote3: {{method: vote, members: [m0, m1, m2], similarity: answer,"
-            " quorum: 2, timeout: 5}\nserver: {limits: {max_concurrency: 1024, max_queue: 4096}}\n")
+    return (
+        f"backends:\n{backends}models:\n  vote3: {{method: vote, members: [m0, m1, m2], similarity: answer,"
+        " quorum: 2, timeout: 5}\nserver: {limits: {max_concurrency: 1024, max_queue: 4096}}\n"
+    )
 
 
 async def drive(url: str, model: str, clients: int, seconds: float, on_time=None) -> list[dict]:
@@ -192,6 +194,7 @@ def mixed_part(args: argparse.Namespace, tmp: Path) -> dict:
 
         async def go() -> list[tuple[str, bool, str]]:
             async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+
                 async def one(i: int) -> tuple[str, bool, str]:
                     p, hot = prompts[i % len(prompts)], i % 4 == 3
                     body = {"model": "add", "prompt": p, "max_tokens": 8, "temperature": 50.0 if hot else 0}
@@ -220,7 +223,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--baseline-seconds", type=float, default=10.0)
     ap.add_argument("--latency", type=float, default=0.05, help="member latency in seconds (default 0.05)")
-    ap.add_argument("--kill-at", type=float, default=0.6, help="fraction of --seconds when a member is killed")
+    ap.add_argument(
+        "--kill-at", type=float, default=0.6, help="fraction of --seconds when a member is killed"
+    )
     ap.add_argument("--mixed-requests", type=int, default=128)
     ap.add_argument("--parts", default="vote,mixed")
     ap.add_argument("--json", help="also write the results here")
