@@ -23,3 +23,18 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert all(t["ratio_lmfuse"] > 0 and t["ratio_hf"] > 0 for t in r["throughput"])
     assert r["vs_naive"]["token_agreement"] == 1.0  # cached and naive decode the same tokens
     assert r["quality"] and "ratio to ideal" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_serving_benchmark_smoke(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("serving_bench", RUN.parent / "serving.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "r.json"
+    assert bench.main(["--smoke", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [(s["members"], s["batch"]) for s in r["speculative"]] == [(2, 1), (2, 8), (4, 1), (4, 8)]
+    assert all(s["identical"] and 1 <= s["mean_accepted"] <= s["k"] for s in r["speculative"])
+    assert [s["speculate"] for s in r["remote"]] == [0, 6, 0, 6] and all(s["identical"] for s in r["remote"])
+    assert all(s["same_text"] == 1.0 for s in r["truncation"] if s["K"] == 5000)  # full K: exact
+    assert "HTTP calls per token" in capsys.readouterr().out

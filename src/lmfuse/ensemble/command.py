@@ -17,10 +17,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         action="append",
-        required=True,
+        default=[],
         metavar="PATH",
-        help="a member: model directory, zoo:NAME or hub id (repeat; the first leads)",
+        help="a member: model directory, zoo:NAME, hub id, or a served model http://HOST:PORT/v1#NAME "
+        "(with --tokenizer) (repeat; the first leads)",
     )
+    p.add_argument(
+        "--tokenizer",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="the tokenizer of each http:// --model, in order (directory, zoo:NAME or hub id)",
+    )
+    p.add_argument(
+        "--members",
+        metavar="YAML",
+        help="a file with a members: list (paths, zoo:NAME, or {base_url, model, tokenizer, logprobs, "
+        "api_key_env, on_failure, weight}); instead of --model",
+    )
+    p.add_argument(
+        "--logprobs",
+        type=int,
+        default=20,
+        metavar="K",
+        help="http:// members: top-K log-probs asked per call (default 20, vLLM's default cap)",
+    )
+    p.add_argument(
+        "--on-member-failure",
+        default="error",
+        choices=["error", "drop"],
+        help="http:// members other than the first: stop with an error (default) or go on without it",
+    )
+    p.add_argument(
+        "--speculate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="speculative ensembling: the lead drafts K tokens, the others verify them (shared tokenizer)",
+    )
+    p.add_argument("--adaptive", action="store_true", help="with --speculate: adapt K to the accepted length")
     p.add_argument(
         "--weight",
         action="append",
@@ -101,9 +136,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.output and not args.input:
         raise ConfigError("-o/--output goes with --input; with --prompt completions are printed")
     records = read_prompts(args.input) if args.input else [{"prompt": p} for p in args.prompt]
+    members, weights = member_specs(args)
     ens = Ensemble(
-        args.model,
-        weights=args.weight,
+        members,
+        weights=weights,
+        speculate=args.speculate,
+        adaptive=args.adaptive,
         combine=args.combine,
         align=args.align,
         union_top_k=args.union_top_k,
@@ -140,4 +178,53 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({**r, "completion": c}, ensure_ascii=False))
     if args.report:
         print(f"ensembled {ens.stats.ensembled_fraction:.1%} of {ens.stats.row_steps} steps", file=sys.stderr)
+        if ens.stats.speculations:
+            print(f"mean accepted length {ens.stats.mean_accepted:.2f} tokens per round", file=sys.stderr)
+    for name, why in ens.stats.dropped.items():
+        print(f"warning: member {name} was dropped: {why}", file=sys.stderr)
     return 0
+
+
+def member_specs(args: argparse.Namespace) -> tuple[list, list[float] | None]:
+    """Members and weights from ``--model``/``--tokenizer`` or ``--members FILE`` (all problems at once)."""
+    from lmfuse.errors import ConfigError
+
+    problems = []
+    if bool(args.model) == bool(args.members):
+        problems.append("members: expected --model (repeatable) or --members FILE, found "
+                        + ("both" if args.model else "neither"))  # fmt: skip
+    specs: list = []
+    weights = args.weight
+    if args.members:
+        from lmfuse.core.config import load_yaml
+
+        data = load_yaml(args.members)
+        entries = data.get("members") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not entries:
+            problems.append(f"{args.members}: expected a non-empty 'members:' list")
+            entries = []
+        specs = [dict(e) if isinstance(e, dict) else e for e in entries]
+        given = [e.pop("weight", None) if isinstance(e, dict) else None for e in specs]
+        if any(w is not None for w in given):
+            weights = [1.0 if w is None else w for w in given]
+    remote = [m for m in args.model if m.startswith(("http://", "https://"))]
+    if len(args.tokenizer) != len(remote):
+        problems.append(
+            f"--tokenizer: expected one per http:// --model ({len(remote)}), found {len(args.tokenizer)}"
+        )
+    for m in remote:
+        if "#" not in m:
+            problems.append(f"--model {m}: expected http://HOST:PORT/v1#MODEL_NAME (the served model's name)")
+    if problems:
+        raise ConfigError(problems)
+    tokenizers = iter(args.tokenizer)
+    for m in args.model:
+        if m in remote:
+            url, _, name = m.partition("#")
+            m = {"base_url": url, "model": name, "tokenizer": next(tokenizers)}
+        specs.append(m)
+    for i, m in enumerate(specs):
+        if isinstance(m, dict):
+            m.setdefault("logprobs", args.logprobs)
+            m.setdefault("on_failure", args.on_member_failure if i > 0 else "error")
+    return specs, weights

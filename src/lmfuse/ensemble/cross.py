@@ -11,7 +11,8 @@ otherwise its own tokenization of the generated text; the cache rolls back to th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -19,12 +20,31 @@ from lmfuse.ensemble.align import AlignmentReport, VocabMap, alignment_report
 from lmfuse.ensemble.combine import COMBINE, next_tokens
 from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, cut_at_stop
 from lmfuse.ensemble.member import Member
+from lmfuse.ensemble.remote import call_all
 from lmfuse.ensemble.track import Track, TrackBatch, utf8_possible, utf8_prefix
 
 EOS = b""
 """The shared end-of-sequence candidate (no real token decodes to zero bytes)."""
 
-__all__ = ["AlignmentReport", "Aligner", "decode_cross"]
+__all__ = ["AlignmentReport", "Aligner", "CrossStep", "cross_steps", "decode_cross"]
+
+
+@dataclass
+class Choice:
+    """One row's decision at one step: the candidates' combined log-probs and the pick."""
+
+    cands: list[bytes]
+    logp: torch.Tensor
+    """(n_cands,) combined log-probs over the candidates (renormalised), before temperature."""
+    pick: int
+
+
+@dataclass
+class CrossStep:
+    """One step of a byte-aligned batch: per row the ``Choice`` made (``None``: row not live, or no
+    member could continue its text)."""
+
+    choices: list[Choice | None]
 
 
 class Aligner:
@@ -88,6 +108,28 @@ def decode_cross(
     device: torch.device | None = None,
 ) -> tuple[list[str], DecodeResult]:
     """Decode a batch: ``prompts[r][m]`` is row r's prompt ids for member m. Returns the completions."""
+    result = DecodeResult(torch.empty(len(prompts), 0, dtype=torch.long), ["length"] * len(prompts))
+    texts = [b""] * len(prompts)
+    for step in cross_steps(aligner, weights, combine, prompts, options, result, union_top_k, gate, device):
+        for r, c in enumerate(step.choices):
+            if c is not None and c.cands[c.pick] != EOS:
+                texts[r] += c.cands[c.pick]
+    # an unfinished last character (max_new_tokens reached mid-character) is dropped
+    return [cut_at_stop(utf8_prefix(t).decode("utf-8"), options.stop) for t in texts], result
+
+
+def cross_steps(
+    aligner: Aligner,
+    weights: Sequence[float],
+    combine: str,
+    prompts: Sequence[Sequence[list[int]]],
+    options: SamplingOptions,
+    result: DecodeResult,
+    union_top_k: int = 10,
+    gate: float | None = None,
+    device: torch.device | None = None,
+) -> Iterator[CrossStep]:
+    """``decode_cross`` one step at a time; ``result`` gets the counts and each row's reason."""
     device = device or aligner.members[0].device
     batches = [
         TrackBatch(m, vm, [list(p[i]) for p in prompts], device)
@@ -97,22 +139,23 @@ def decode_cross(
     if options.seed is not None and options.temperature > 0:
         generator = torch.Generator(device=device).manual_seed(options.seed)
     texts = [b""] * len(prompts)
-    result = DecodeResult(torch.empty(len(prompts), 0, dtype=torch.long), ["length"] * len(prompts))
     active = list(range(len(prompts)))
     for step in range(options.max_new_tokens):
         lead_lp = torch.log_softmax(batches[0].sync(active), -1)  # (batch, vocab)
         need = [r for r in active if gate is None or float(lead_lp[r].max().exp()) < gate]
         # the other members catch up (roll back + one chunk) only for rows the gate sends to all
-        lps = [lead_lp] + [torch.log_softmax(b.sync(need), -1) for b in batches[1:]] if need else [lead_lp]
+        lps = [lead_lp] + _sync_all(batches[1:], need) if need else [lead_lp]
         result.ensembled += len(need)
         result.row_steps += len(active)
         result.steps = step + 1
+        choices: list[Choice | None] = [None] * len(prompts)
         for r in active:
-            use = range(len(batches)) if r in need else range(1)
+            use = [i for i, lp in enumerate(lps) if lp is not None] if r in need else [0]
             tracks = [batches[i].tracks[r] for i in use]
             logps = [lps[i][r] for i in use]
-            w = [weights[i] for i in use] if r in need else [1.0]
-            choice = _choose(tracks, logps, w, texts[r], combine, options, union_top_k, generator)
+            w = [weights[i] / sum(weights[j] for j in use) for i in use] if r in need else [1.0]
+            choices[r] = _choose(tracks, logps, w, texts[r], combine, options, union_top_k, generator)
+            choice = choices[r].cands[choices[r].pick] if choices[r] else None
             if choice is None or choice == EOS:  # None: no member can continue the committed bytes
                 result.finished_by[r] = "eos"
                 continue
@@ -122,10 +165,16 @@ def decode_cross(
             if options.stop and any(s in texts[r].decode("utf-8", "ignore") for s in options.stop):
                 result.finished_by[r] = "stop"
         active = [r for r in active if result.finished_by[r] == "length"]
+        yield CrossStep(choices)
         if not active:
             break
-    # an unfinished last character (max_new_tokens reached mid-character) is dropped
-    return [cut_at_stop(utf8_prefix(t).decode("utf-8"), options.stop) for t in texts], result
+
+
+def _sync_all(batches: Sequence[TrackBatch], rows: list[int]) -> list[torch.Tensor | None]:
+    """The other members' (batch, vocab) log-probs for ``rows`` (remote members concurrently; ``None``
+    for a dropped one)."""
+    calls = [lambda b=b: torch.log_softmax(b.sync(rows), -1) for b in batches]
+    return call_all(calls, parallel=any(hasattr(b.member, "base_url") for b in batches))
 
 
 def _choose(
@@ -137,7 +186,7 @@ def _choose(
     options: SamplingOptions,
     union_top_k: int,
     generator: torch.Generator | None,
-) -> bytes | None:
+) -> Choice | None:
     """One row's next bytes (or ``EOS``) from its members' (vocab,) log-probs; ``None`` if no candidate."""
     cands = _candidates(tracks, logps, text, union_top_k, with_eos=not options.ignore_eos)
     if not cands:
@@ -145,4 +194,4 @@ def _choose(
     scores = [_member_scores(t, lp, cands, text) for t, lp in zip(tracks, logps, strict=True)]
     mixed = torch.log_softmax(COMBINE[combine](scores, weights)[:-1], -1)[None]  # (1, n_cands)
     pick = next_tokens(mixed, options.temperature, options.top_k, options.top_p, generator)
-    return cands[int(pick[0])]
+    return Choice(cands, mixed[0], int(pick[0]))

@@ -10,13 +10,14 @@ its text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from lmfuse.ensemble.combine import COMBINE, next_tokens
 from lmfuse.ensemble.member import Member, MemberState
+from lmfuse.ensemble.remote import MemberDropped, call_all
 
 
 @dataclass
@@ -49,6 +50,20 @@ class DecodeResult:
     ensembled: int = 0
     """Row-steps decided by the full ensemble (the rest by the confident lead member alone)."""
     row_steps: int = 0
+    speculations: int = 0
+    """Speculation: rounds summed over rows (mean accepted length = row_steps / speculations)."""
+
+
+@dataclass
+class Step:
+    """One committed step of a batch (what ``shared_steps`` yields)."""
+
+    tokens: torch.Tensor
+    """(batch,) committed ids; the pad id for rows that had already finished."""
+    logp: torch.Tensor
+    """(batch, vocab) the combined log-probs the tokens were chosen from, before temperature."""
+    live: torch.Tensor
+    """(batch,) bool: the rows that committed a token at this step."""
 
 
 def decode_shared(
@@ -66,6 +81,31 @@ def decode_shared(
     ``gate``: when set, a row whose lead-member top probability is at least ``gate`` takes the lead's
     token distribution alone; other members run only when some row needs them. Logits are combined on
     ``device`` (default: the lead member's)."""
+    batch = input_ids.shape[0]
+    result = DecodeResult(torch.empty(batch, 0, dtype=torch.long), ["length"] * batch)
+    steps = [
+        s.tokens
+        for s in shared_steps(
+            members, weights, combine, input_ids, attention_mask, options, result, gate, device
+        )
+    ]
+    if steps:
+        result.tokens = torch.stack(steps, dim=1)
+    return result
+
+
+def shared_steps(
+    members: Sequence[Member],
+    weights: Sequence[float],
+    combine: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    options: SamplingOptions,
+    result: DecodeResult,
+    gate: float | None = None,
+    device: torch.device | None = None,
+) -> Iterator[Step]:
+    """``decode_shared`` one committed step at a time; ``result`` gets the counts and row reasons."""
     device = device or members[0].device
     combine_fn = COMBINE[combine]
     lead_tok = members[0].tokenizer
@@ -78,33 +118,38 @@ def decode_shared(
         generator = torch.Generator(device=device).manual_seed(options.seed)
 
     batch = input_ids.shape[0]
-    states = [MemberState(m, batch) for m in members]
+    states = [m.open(batch) for m in members]
     # Tokens each member has not yet read, with their mask: at first the whole prompt.
     pending = [(input_ids, attention_mask) for _ in members]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    reason = ["length"] * batch
+    reason = result.finished_by
     out: list[torch.Tensor] = []
-    result = DecodeResult(torch.empty(batch, 0, dtype=torch.long), reason)
 
     for step in range(options.max_new_tokens):
-        lead_logits = states[0].forward(*pending[0]).to(device)
-        pending[0] = None
-        logp = torch.log_softmax(lead_logits, dim=-1)  # (batch, vocab)
+        if gate is None:  # every member reads the committed token (remote members concurrently)
+            logits = forward_all(states, pending, device)
+            pending = [None] * len(members)
+            logp = combine_alive(combine_fn, logits, weights)
+        else:
+            lead_logits = states[0].forward(*pending[0]).to(device)
+            pending[0] = None
+            logp = torch.log_softmax(lead_logits, dim=-1)  # (batch, vocab)
         need = ~finished
         if gate is not None:
             need &= logp.max(dim=-1).values.exp() < gate
-        if gate is None or bool(need.any()):
-            # Every other member catches up on what it skipped in one chunked forward (with a gate,
-            # only for the rows that need it).
-            rows = need.nonzero().flatten() if gate is not None and int(need.sum()) < batch else None
+        if gate is not None and bool(need.any()):
+            # Every other member catches up on what it skipped in one chunked forward, only for the
+            # rows that need it.
+            rows = need.nonzero().flatten() if int(need.sum()) < batch else None
             logits = [lead_logits] + [
                 _catch_up(states[i], pending, i, rows, lead_logits) for i in range(1, len(members))
             ]
-            logp = torch.where(need[:, None], combine_fn(logits, weights), logp)
+            logp = torch.where(need[:, None], combine_alive(combine_fn, logits, weights), logp)
         result.ensembled += int(need.sum())
         result.row_steps += int((~finished).sum())
 
         token = next_tokens(logp, options.temperature, options.top_k, options.top_p, generator)
+        live = ~finished
         token = torch.where(finished, torch.full_like(token, pad_id), token)  # (batch,)
         out.append(token)
         just_eos = ~finished & torch.isin(token, eos)
@@ -114,17 +159,23 @@ def decode_shared(
         if options.stop:
             _check_stop(lead_tok, torch.stack(out, dim=1), finished, reason, options.stop)
         result.steps = step + 1
+        yield Step(token, logp, live)
         if bool(finished.all()):
             break
         pending = [_append(p, token) for p in pending]  # commit the token to every member
 
-    result.tokens = torch.stack(out, dim=1) if out else result.tokens
-    return result
-
 
 def _catch_up(state: MemberState, pending: list, i: int, rows: torch.Tensor | None, lead: torch.Tensor):
     """Member ``i`` reads its pending (ids, mask) (batch, n): all rows, or only ``rows`` (the others
-    keep theirs). Returns (batch, vocab) logits on the lead's device, valid for the rows that ran."""
+    keep theirs). Returns (batch, vocab) logits on the lead's device, valid for the rows that ran;
+    ``None`` for a remote member dropped after a failure."""
+    try:
+        return _catch_up_rows(state, pending, i, rows, lead)
+    except MemberDropped:
+        return None
+
+
+def _catch_up_rows(state, pending: list, i: int, rows: torch.Tensor | None, lead: torch.Tensor):
     if rows is not None:
         sub = state.forward_rows(rows, *pending[i])
         if sub is not None:
@@ -162,3 +213,28 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """``text`` up to (not including) the earliest stop string."""
     cuts = [text.find(s) for s in stop if s in text]
     return text[: min(cuts)] if cuts else text
+
+
+def forward_all(states: Sequence, pending: list, device) -> list[torch.Tensor | None]:
+    """Every member reads its pending (ids, mask): (batch, vocab) logits each on ``device``, ``None``
+    for a dropped remote member. Remote members are called at the same time."""
+
+    def one(i: int):
+        return lambda: states[i].forward(*pending[i]).to(device)
+
+    return call_all([one(i) for i in range(len(states))], parallel=any(_remote(s) for s in states))
+
+
+def _remote(state) -> bool:
+    return hasattr(state.member, "base_url")
+
+
+def combine_alive(
+    combine_fn, logits: Sequence[torch.Tensor | None], weights: Sequence[float]
+) -> torch.Tensor:
+    """Combine the members that answered (``None``: dropped), their weights renormalised."""
+    if logits[0] is None:
+        raise AssertionError("the lead member cannot be dropped")  # excluded when the ensemble is built
+    alive = [(x, w) for x, w in zip(logits, weights, strict=True) if x is not None]
+    total = sum(w for _, w in alive) or 1.0
+    return combine_fn([x for x, _ in alive], [w / total for _, w in alive])

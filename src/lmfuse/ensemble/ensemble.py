@@ -7,33 +7,23 @@ by ``cross.decode_cross`` (text committed, each member advanced by its own token
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from lmfuse.core.tokenizers import compare_tokenizers
+from lmfuse.ensemble import complete as _complete
 from lmfuse.ensemble.combine import COMBINE, normalise_weights
+from lmfuse.ensemble.complete import Chunk, Completion
 from lmfuse.ensemble.cross import Aligner, AlignmentReport, decode_cross
-from lmfuse.ensemble.decode import SamplingOptions, cut_at_stop, decode_shared
+from lmfuse.ensemble.decode import DecodeResult, SamplingOptions, Step, cut_at_stop, shared_steps
 from lmfuse.ensemble.member import Member, load_member
+from lmfuse.ensemble.score import ScoreResult, score_texts
+from lmfuse.ensemble.speculate import speculative_steps
 from lmfuse.errors import ConfigError, IncompatibleModelsError
 
 ALIGN_MODES = ("auto", "ids", "bytes")
-
-
-@dataclass
-class ScoreResult:
-    """The ensemble's log-likelihood of one continuation."""
-
-    logprob: float
-    """Sum of natural-log probabilities of the continuation's tokens."""
-    tokens: int
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(-self.logprob / max(self.tokens, 1))
 
 
 @dataclass
@@ -43,6 +33,16 @@ class GenerationStats:
     steps: int = 0
     row_steps: int = 0
     ensembled: int = 0
+    speculations: int = 0
+    """Speculation rounds summed over rows (0 without ``speculate``)."""
+    dropped: dict[str, str] = field(default_factory=dict)
+    """Remote members dropped after a failure (``on_failure: drop``) → the error; the result was
+    decided by the others from then on."""
+
+    @property
+    def mean_accepted(self) -> float:
+        """Speculation: tokens committed per round and row (1..k; 0 without ``speculate``)."""
+        return self.row_steps / self.speculations if self.speculations else 0.0
 
     @property
     def ensembled_fraction(self) -> float:
@@ -62,6 +62,9 @@ class Ensemble:
         union_top_k: with byte alignment, candidates are the union of each member's top-k tokens
             (0: the union of the whole vocabularies, exact but slower).
         gate: selective ensembling: a step is ensembled only where the lead's top probability < gate.
+        speculate: k > 0 drafts k tokens with the lead per round, verified by the others in one forward
+            each (``speculate.py``): the same greedy tokens / the same distribution as the plain ensemble.
+        adaptive: with ``speculate``, k grows while drafts are kept and shrinks when they are not.
         device: where logits are combined (default: the lead member's device).
         devices: one device per member when loading from paths (default CPU).
         dtype: of members loaded from paths (default float32; "auto" keeps the saved dtype).
@@ -75,25 +78,13 @@ class Ensemble:
         align: str = "auto",
         union_top_k: int = 10,
         gate: float | None = None,
+        speculate: int = 0,
+        adaptive: bool = False,
         device: str | torch.device | None = None,
         devices: Sequence[str | None] | None = None,
         dtype: str | torch.dtype | None = "float32",
     ) -> None:
-        problems = []
-        if not members:
-            problems.append("members: expected at least one model, found none")
-        if combine not in COMBINE:
-            problems.append(f"combine: expected one of {', '.join(COMBINE)}, found {combine!r}")
-        if align not in ALIGN_MODES:
-            problems.append(f"align: expected one of {', '.join(ALIGN_MODES)}, found {align!r}")
-        if gate is not None and not 0.0 < gate <= 1.0:
-            problems.append(f"gate: expected a probability in (0, 1], found {gate}")
-        if union_top_k < 0:
-            problems.append(
-                f"union_top_k: expected an integer >= 0 (0 = whole vocabularies), found {union_top_k}"
-            )
-        if devices is not None and len(devices) != len(members):
-            problems.append(f"devices: expected one per member ({len(members)}), found {len(devices)}")
+        problems = _option_problems(members, combine, align, union_top_k, gate, speculate, devices)
         if problems:
             raise ConfigError(problems)
         self.weights = normalise_weights(weights, len(members))
@@ -101,8 +92,16 @@ class Ensemble:
         self.members: list[Member] = [
             load_member(s, dtype, d, i) for i, (s, d) in enumerate(zip(members, devs, strict=True))
         ]
+        lead = self.members[0]
+        if getattr(lead, "on_failure", "error") == "drop":
+            raise ConfigError(
+                f"members[0] ({lead.name}): on_failure 'drop' is not possible for the lead member (it "
+                f"drafts and decides EOS); expected on_failure 'error' there"
+            )
         self.combine = combine
         self.gate = gate
+        self.speculate = speculate
+        self.adaptive = adaptive
         self.union_top_k = union_top_k
         self.device = torch.device(device) if device is not None else self.members[0].device
         same = all(
@@ -118,8 +117,13 @@ class Ensemble:
                 + "\nexpected members that share a tokenizer for align='ids'; use align='bytes' (or 'auto')"
             )
         self.shared_vocab = same and align != "bytes"
+        if speculate and not self.shared_vocab:
+            raise ConfigError(
+                "speculate: expected members that share a tokenizer; speculation over byte-aligned "
+                "members is not implemented yet (use speculate=0)"
+            )
         self.aligner = None if self.shared_vocab else Aligner(self.members)
-        self.stats = GenerationStats()
+        self._fresh_stats()
 
     @property
     def vocab_sizes(self) -> list[int]:
@@ -153,16 +157,14 @@ class Ensemble:
         options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, ignore_eos)
         if batch_size < 1:
             raise ConfigError(f"batch_size: expected a positive integer, found {batch_size}")
-        self.stats = GenerationStats()
+        self._fresh_stats()
         texts: list[str] = []
         for start in range(0, len(prompts), batch_size):
             opts = replace(options, seed=None if seed is None else seed + start)
             chunk = prompts[start : start + batch_size]
             if self.shared_vocab:
                 ids, mask = self._encode([self._template(self.members[0], p, chat) for p in chunk], chat)
-                res = decode_shared(
-                    self.members, self.weights, self.combine, ids, mask, opts, self.gate, self.device
-                )
+                res = self._decode_shared(ids, mask, opts)
                 texts.extend(self._texts(res.tokens, options.stop))
             else:  # each member reads the prompt in its own template and tokens
                 rows = [[self._prompt_ids(m, p, chat) for m in self.members] for p in chunk]
@@ -202,12 +204,72 @@ class Ensemble:
             )
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         options = self._options(max_new_tokens, temperature, top_p, top_k, None, seed, ignore_eos)
-        res = decode_shared(
-            self.members, self.weights, self.combine, input_ids, mask, options, self.gate, self.device
-        )
-        self.stats = GenerationStats()
+        self._fresh_stats()
+        res = self._decode_shared(input_ids, mask, options)
         self._add_stats(res)
         return torch.cat([input_ids.to(self.device), res.tokens.to(self.device)], dim=1)
+
+    # ------------------------------------------------------------------ completions (for servers)
+
+    def complete(
+        self,
+        prompts: Sequence[str | list[dict]],
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        chat: bool = False,
+        logprobs: int = 0,
+        batch_size: int = 16,
+    ) -> list[Completion]:
+        """``generate`` with what a server returns: finish reason, token counts and, per committed step,
+        its log-prob under the combined distribution and the ``logprobs`` most likely steps. The texts
+        equal ``generate``'s. With ``chat`` a prompt may be a list of ``{"role", "content"}`` messages."""
+        options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, False)
+        if logprobs < 0 or batch_size < 1:
+            raise ConfigError(f"logprobs >= 0 and batch_size >= 1 expected, found {logprobs}, {batch_size}")
+        self._fresh_stats()
+        out: list[Completion] = []
+        for start in range(0, len(prompts), batch_size):
+            opts = replace(options, seed=None if seed is None else seed + start)
+            events, transcripts, counts, res = _complete.batch_events(
+                self, prompts[start : start + batch_size], opts, chat, logprobs
+            )
+            done = _complete.collect(events, transcripts, counts)
+            for r, c in enumerate(done):
+                c.finish_reason = _complete.finish_reason(res, r)
+            out.extend(done)
+            self._add_stats(res)
+        return out
+
+    def stream(
+        self,
+        prompt: str | list[dict],
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        chat: bool = False,
+        logprobs: int = 0,
+    ) -> Iterator[Chunk]:
+        """One ``Chunk`` per committed step of one prompt, as soon as it is decided; the chunks' texts
+        add up to ``complete([prompt], ...)[0].text`` (same options, same seed)."""
+        options = self._options(max_new_tokens, temperature, top_p, top_k, stop, seed, False)
+        if logprobs < 0:
+            raise ConfigError(f"logprobs: expected an integer >= 0, found {logprobs}")
+        batch = _complete.batch_events(self, [prompt], options, chat, logprobs)  # bad input fails here
+        return self._stream(batch, max_new_tokens)
+
+    def _stream(self, batch, max_new_tokens: int) -> Iterator[Chunk]:
+        self._fresh_stats()
+        res = yield from _complete.stream_steps(batch, max_new_tokens)
+        self._add_stats(res)
 
     # ------------------------------------------------------------------ scoring
 
@@ -215,43 +277,7 @@ class Ensemble:
     def score(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> list[ScoreResult]:
         """The ensemble's log-likelihood of each text (of each continuation after its prompt when
         ``prompts`` are given): one forward per member, distributions combined position by position."""
-        if not self.shared_vocab:
-            raise IncompatibleModelsError(
-                "score needs members that share a tokenizer: per-token likelihoods of different "
-                "vocabularies cannot be combined position by position"
-            )
-        if prompts is not None and len(prompts) != len(texts):
-            raise ConfigError(f"prompts: expected one per text ({len(texts)}), found {len(prompts)}")
-        if not texts:
-            return []
-        tok = self.members[0].tokenizer
-        rows, starts = [], []
-        for i, text in enumerate(texts):
-            head = tok(prompts[i])["input_ids"] if prompts is not None else tok("")["input_ids"]
-            body = tok(text, add_special_tokens=False)["input_ids"]
-            if not head and not body:
-                raise ConfigError(f"texts[{i}]: expected some text to score, found an empty string")
-            if not head:  # without a BOS the first token has no context: score from the second
-                head, body = body[:1], body[1:]
-            rows.append(head + body)
-            starts.append(len(head))
-        width = max(map(len, rows))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        from lmfuse.ensemble.member import MemberState
-
-        logits = [
-            MemberState(m, len(rows)).forward(ids, mask, all_logits=True).to(self.device)
-            for m in self.members
-        ]
-        logp = COMBINE[self.combine](logits, self.weights)[:, :-1]  # (batch, width-1, vocab)
-        target = ids[:, 1:].to(self.device)
-        got = logp.gather(-1, target[..., None]).squeeze(-1)  # (batch, width-1)
-        out = []
-        for r, row in enumerate(rows):
-            first = width - len(row) + starts[r] - 1  # position predicting the first scored token
-            out.append(ScoreResult(float(got[r, first:].sum()), width - 1 - first))
-        return out
+        return score_texts(self, texts, prompts)
 
     # ------------------------------------------------------------------ helpers
 
@@ -270,15 +296,20 @@ class Ensemble:
         stops = [s for s in (stop or []) if s]
         return SamplingOptions(max_new_tokens, temperature, top_k, top_p, stops, seed, ignore_eos)
 
-    def _template(self, member: Member, prompt: str, chat: bool) -> str:
+    def _template(self, member: Member, prompt: str | list[dict], chat: bool) -> str:
         if not chat:
+            if not isinstance(prompt, str):
+                raise ConfigError(
+                    f"prompts: expected a string, found {type(prompt).__name__} (a list of messages "
+                    f"needs chat=True / --chat)"
+                )
             return prompt
         if not getattr(member.tokenizer, "chat_template", None):
             raise ConfigError(
                 f"chat: member {member.name} has no chat template; expected a tokenizer with "
                 f"chat_template set, or call without chat=True / --chat"
             )
-        messages = [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         return member.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode(self, prompts: list[str], chat: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,10 +336,43 @@ class Ensemble:
             texts.append(cut_at_stop(lead.tokenizer.decode(row[:cut], skip_special_tokens=True), stop))
         return texts
 
+    def steps(self, ids, mask, options: SamplingOptions, result: DecodeResult) -> Iterator[Step]:
+        """The shared-tokenizer decode loop in use: plain (``decode.py``) or speculative."""
+        if self.speculate:
+            return speculative_steps(
+                self.members, self.weights, self.combine, ids, mask, options, result,
+                self.speculate, self.adaptive, self.device,
+            )  # fmt: skip
+        args = (self.members, self.weights, self.combine, ids, mask, options, result, self.gate, self.device)
+        return shared_steps(*args)
+
+    def _decode_shared(self, ids, mask, options: SamplingOptions) -> DecodeResult:
+        """Each row's committed ids (a speculative step commits only in some rows), right-padded."""
+        res = DecodeResult(torch.empty(len(ids), 0, dtype=torch.long), ["length"] * len(ids))
+        rows: list[list[int]] = [[] for _ in range(len(ids))]
+        for step in self.steps(ids, mask, options, res):
+            for r in step.live.nonzero().flatten().tolist():
+                rows[r].append(int(step.tokens[r]))
+        width = max(map(len, rows))
+        pad = self.members[0].tokenizer.pad_token_id
+        res.tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+        return res
+
+    def _fresh_stats(self) -> None:
+        """A new call: empty stats, and remote members dropped by the last call are tried again."""
+        self.stats = GenerationStats()
+        for m in self.members:
+            if getattr(m, "failed", None):
+                m.failed = None
+
     def _add_stats(self, res) -> None:
+        for m in self.members:
+            if getattr(m, "failed", None):
+                self.stats.dropped[m.name] = m.failed
         self.stats.steps += res.steps
         self.stats.row_steps += res.row_steps
         self.stats.ensembled += res.ensembled
+        self.stats.speculations += res.speculations
 
 
 def _check_nonempty(lengths: list[int], name: str) -> None:
@@ -318,3 +382,27 @@ def _check_nonempty(lengths: list[int], name: str) -> None:
             f"prompts: member {name} sees no token in prompt(s) {empty} (empty text and no BOS); "
             f"expected at least one token to condition on: pass a non-empty prompt"
         )
+
+
+def _option_problems(members, combine, align, union_top_k, gate, speculate, devices) -> list[str]:
+    """Every problem with ``Ensemble``'s options, at once."""
+    problems = []
+    if not members:
+        problems.append("members: expected at least one model, found none")
+    if combine not in COMBINE:
+        problems.append(f"combine: expected one of {', '.join(COMBINE)}, found {combine!r}")
+    if align not in ALIGN_MODES:
+        problems.append(f"align: expected one of {', '.join(ALIGN_MODES)}, found {align!r}")
+    if gate is not None and not 0.0 < gate <= 1.0:
+        problems.append(f"gate: expected a probability in (0, 1], found {gate}")
+    if union_top_k < 0:
+        problems.append(
+            f"union_top_k: expected an integer >= 0 (0 = whole vocabularies), found {union_top_k}"
+        )
+    if speculate < 0:
+        problems.append(f"speculate: expected an integer >= 0 (0 = off), found {speculate}")
+    if speculate and gate is not None:
+        problems.append("speculate and gate: expected one of them, found both (a gated step has no verifier)")
+    if devices is not None and len(devices) != len(members):
+        problems.append(f"devices: expected one per member ({len(members)}), found {len(devices)}")
+    return problems

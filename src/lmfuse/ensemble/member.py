@@ -32,6 +32,10 @@ class Member:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def open(self, batch: int) -> MemberState:
+        """A fresh decoding state for ``batch`` rows (remote members return their own kind)."""
+        return MemberState(self, batch)
+
 
 def _as_set(value) -> set[int]:
     if value is None:
@@ -68,8 +72,12 @@ def load_member(
 ) -> Member:
     """A member from a path, ``zoo:NAME``, hub id, ``(model, tokenizer)`` pair or ``Member``; a pair is
     named after its model's directory, or ``member{index}``."""
+    from lmfuse.ensemble.remote import is_remote, parse_remote
+
     if isinstance(spec, Member):
         return spec
+    if is_remote(spec):
+        return spec if hasattr(spec, "open") and not isinstance(spec, dict) else parse_remote(spec, index)
     if isinstance(spec, tuple | list) and len(spec) == 2:
         model, tok = spec
         name = os.path.basename(str(getattr(model.config, "_name_or_path", "") or "").rstrip("/"))
@@ -155,6 +163,16 @@ class MemberState:
         new_mask[rows] = mask[rows]
         self.mask = torch.cat([self.mask, new_mask], dim=1)
         return out.logits[:, -1, : self.member.vocab_size].float()
+
+    def drop(self, n: torch.Tensor) -> None:
+        """Forget each row's last ``n[r]`` tokens (batch,): their columns are masked out, and the
+        columns no row uses any more are cropped."""
+        counts = [int(x) for x in n.tolist()]
+        width = self.length
+        for r, m in enumerate(counts):
+            if m > 0:
+                self.mask[r, width - m :] = 0
+        self.crop(min(counts))
 
     def crop(self, n: int) -> None:
         """Drop the last ``n`` cached tokens (a rollback), keeping everything before them."""

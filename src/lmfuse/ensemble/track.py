@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lmfuse.ensemble.align import VocabMap
-from lmfuse.ensemble.member import Member, MemberState
+from lmfuse.ensemble.member import Member
 
 
 @dataclass
@@ -65,7 +65,7 @@ class TrackBatch:
         self, member: Member, vmap: VocabMap, prompts: list[list[int]], device: torch.device
     ) -> None:
         self.member = member
-        self.state = MemberState(member, len(prompts))
+        self.state = member.open(len(prompts))
         self.tracks = [Track(member, vmap, p) for p in prompts]
         self.cached: list[list[int]] = [[] for _ in prompts]
         """Per row, the ids whose keys/values the cache holds, in order."""
@@ -77,6 +77,8 @@ class TrackBatch:
     def sync(self, rows: list[int]) -> torch.Tensor:
         """Bring the cache of ``rows`` to their tracks' ids and return (batch, vocab) next-token logits
         (valid for ``rows``): differing slots dropped, new ids fed in one chunk."""
+        if hasattr(self.state, "score_next"):  # remote: the server's prefix cache plays the cache
+            return self._sync_remote(rows)
         feeds: dict[int, list[int]] = {}
         for r in rows:
             want, have = self.tracks[r].want, self.cached[r]
@@ -92,6 +94,14 @@ class TrackBatch:
         self._crop_dead_tail()
         if feeds:
             self._feed(feeds)
+        return self.logits
+
+    def _sync_remote(self, rows: list[int]) -> torch.Tensor:
+        todo = [r for r in rows if not (self.fresh[r] and self.cached[r] == self.tracks[r].want)]
+        if todo:
+            got = self.state.score_next([self.tracks[r].want for r in todo])
+            for r, logp in zip(todo, got.to(self.logits.device), strict=True):
+                self.logits[r], self.cached[r], self.fresh[r] = logp, list(self.tracks[r].want), True
         return self.logits
 
     def _feed(self, feeds: dict[int, list[int]]) -> None:

@@ -1,0 +1,203 @@
+"""Ensembles at serving scale, side by side in one run:
+
+1. speculative vs plain local ensemble of zoo members (2 and 4 members, batch 1 and 8): throughput ratio
+   (target >= 1.5x at batch 1) with the greedy tokens asserted identical, and the mean accepted length;
+2. remote members over ``lmfuse serve`` (a real HTTP server on 127.0.0.1) vs the same members local,
+   plain and speculative: HTTP calls per generated token (target <= 0.5 with speculation), wall time
+   per generated token, and the client's overhead per call over the time the server reports;
+3. what top-K truncation changes: remote ensembles with K = 1, 2, 5, 20 log-probs per call vs the
+   local ensemble (shared tokenizer base+add, byte-aligned base+generalist): share of prompts with the
+   same greedy text, and the mean |difference| of the committed tokens' combined log-probs.
+
+Absolute times on a shared machine are noise; ratios come from runs interleaved in one process.
+
+    python benchmarks/ensemble/serving.py            # full (a few minutes on 2 cores)
+    python benchmarks/ensemble/serving.py --smoke    # seconds; run by the tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from lmfuse import zoo
+from lmfuse.ensemble import Ensemble
+from lmfuse.zoo.questions import eval_set
+
+SETS = {2: ["base", "add"], 4: ["base", "add", "sub", "mul"]}
+FULL_K = 5000
+"""Log-probs per call above every zoo vocabulary: remote distributions are exact."""
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def speculative(prompts: list[str], n_members: int, batch: int, k: int, new: int, repeats: int) -> dict:
+    """Plain vs ``speculate=k`` on the same members and prompts, runs interleaved."""
+    members = [zoo.load(n) for n in SETS[n_members]]
+    plain, spec = Ensemble(members), Ensemble(members, speculate=k)
+    want = plain.generate(prompts, max_new_tokens=new, batch_size=batch)
+    got = spec.generate(prompts, max_new_tokens=new, batch_size=batch)
+    assert got == want, "speculative greedy tokens differ from the plain ensemble's"
+    accepted = spec.stats.mean_accepted
+    t_plain, t_spec = [], []
+    for _ in range(repeats):  # interleaved: load changes hit both alike
+        t_plain.append(_median_time(lambda: plain.generate(prompts, max_new_tokens=new, batch_size=batch), 1))
+        t_spec.append(_median_time(lambda: spec.generate(prompts, max_new_tokens=new, batch_size=batch), 1))
+    tokens = plain.stats.row_steps
+    return {
+        "members": n_members,
+        "batch": batch,
+        "k": k,
+        "tokens": tokens,
+        "plain_tok_s": tokens / statistics.median(t_plain),
+        "spec_tok_s": tokens / statistics.median(t_spec),
+        "ratio": statistics.median(t_plain) / statistics.median(t_spec),
+        "mean_accepted": accepted,
+        "identical": True,
+    }
+
+
+def remote(url: str, prompts: list[str], batch: int, k: int, new: int, full_k: int) -> list[dict]:
+    """The 2-member zoo ensemble with members served by ``lmfuse serve`` vs local."""
+    names = SETS[2]
+    rows = []
+    local = Ensemble([zoo.load(n) for n in names])
+    start = time.perf_counter()
+    want = local.generate(prompts, max_new_tokens=new, batch_size=batch)
+    local_s = time.perf_counter() - start
+    for spec in (0, k):
+        specs = [{"base_url": url, "model": n, "tokenizer": f"zoo:{n}", "logprobs": full_k} for n in names]
+        ens = Ensemble(specs, speculate=spec)
+        ens.generate(prompts[:1], max_new_tokens=2)  # warm the connections
+        for m in ens.members:
+            m.calls, m.seconds, m.server_seconds = 0, 0.0, 0.0
+        start = time.perf_counter()
+        got = ens.generate(prompts, max_new_tokens=new, batch_size=batch)
+        wall = time.perf_counter() - start
+        assert got == want, "remote ensemble differs from the local one"
+        tokens = ens.stats.row_steps
+        calls = sum(m.calls for m in ens.members)
+        client = sum(m.seconds for m in ens.members)
+        server = sum(m.server_seconds for m in ens.members)
+        rows.append(
+            {
+                "speculate": spec,
+                "batch": batch,
+                "tokens": tokens,
+                "calls_per_token": calls / tokens,
+                "calls_per_token_per_member": calls / tokens / len(names),
+                "mean_accepted": ens.stats.mean_accepted,
+                "remote_ms_per_token": 1000 * wall / tokens,
+                "local_ms_per_token": 1000 * local_s / local.stats.row_steps,
+                # None: the server reported no time of its own for these calls
+                "overhead_ms_per_call": 1000 * (client - server) / calls if server else None,
+                "server_ms_per_call": 1000 * server / calls if server else None,
+                "client_ms_per_call": 1000 * client / calls,
+                "identical": True,
+            }
+        )
+    return rows
+
+
+def truncation(url: str, prompts: list[str], new: int, ks: list[int]) -> list[dict]:
+    """Remote ensembles with K log-probs per call vs the local ensemble (K >= vocabulary: exact)."""
+    rows = []
+    for pair in (["base", "add"], ["base", "generalist"]):
+        local = Ensemble([zoo.load(n) for n in pair]).complete(prompts, max_new_tokens=new)
+        for k in ks:
+            specs = [{"base_url": url, "model": n, "tokenizer": f"zoo:{n}", "logprobs": k} for n in pair]
+            got = Ensemble(specs).complete(prompts, max_new_tokens=new)
+            same = [g.text == w.text for g, w in zip(got, local, strict=True)]
+            diffs = [
+                abs(a - b)
+                for g, w in zip(got, local, strict=True)
+                if g.text == w.text
+                for a, b in zip(g.token_logprobs, w.token_logprobs, strict=False)
+            ]
+            rows.append(
+                {
+                    "members": "+".join(pair),
+                    "K": k,
+                    "same_text": sum(same) / len(same),
+                    "mean_abs_logprob_diff": statistics.mean(diffs) if diffs else None,
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="few prompts, one repeat: seconds")
+    ap.add_argument("--k", type=int, default=6, help="speculate=k (default 6)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n_prompts, repeats, new = (4, 1, 8) if args.smoke else (32, 5, 12)
+    prompts = [q.prompt for q in eval_set()][:n_prompts]
+    results: dict = {"smoke": args.smoke, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results["speculative"] = [
+        speculative(prompts, m, b, args.k, new, repeats) for m in (2, 4) for b in (1, 8)
+    ]
+    from lmfuse.serve.testing import start_server
+
+    cfg = {
+        "server": {"max_logprobs": FULL_K},
+        "backends": {n: {"kind": "hf", "model": f"zoo:{n}"} for n in ["base", "add", "generalist"]},
+        "models": {n: {"method": "single", "backend": n} for n in ["base", "add", "generalist"]},
+    }
+    with start_server(cfg) as url:  # one server, one HTTP endpoint per served model
+        results["remote"] = [r for b in (1, 8) for r in remote(url, prompts, b, args.k, new, FULL_K)]
+        ks = [5, FULL_K] if args.smoke else [1, 2, 5, 20, FULL_K]
+        results["truncation"] = truncation(url, prompts, new, ks)
+    _print(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+def _print(r: dict) -> None:
+    print("speculative vs plain local ensemble (zoo members, greedy tokens identical):")
+    for s in r["speculative"]:
+        print(
+            f"  {s['members']} members, batch {s['batch']}, k={s['k']}: plain {s['plain_tok_s']:.0f} tok/s, "
+            f"speculative {s['spec_tok_s']:.0f} tok/s, ratio {s['ratio']:.2f}x, "
+            f"mean accepted {s['mean_accepted']:.2f}"
+        )
+    print("remote (lmfuse serve on 127.0.0.1) vs local, 2 members (identical text):")
+    for s in r["remote"]:
+        print(
+            f"  speculate={s['speculate']}, batch {s['batch']}: {s['calls_per_token']:.2f} HTTP calls per "
+            f"token ({s['calls_per_token_per_member']:.2f} per member), {s['remote_ms_per_token']:.1f} ms/token "
+            f"remote vs {s['local_ms_per_token']:.1f} local, {s['client_ms_per_call']:.1f} ms per call"
+            + (
+                f" of which {s['overhead_ms_per_call']:.1f} ms client overhead over the server's "
+                f"{s['server_ms_per_call']:.1f} ms"
+                if s["server_ms_per_call"] is not None
+                else " (the server reported no time of its own)"
+            )
+        )
+    print("top-K truncation: remote with K log-probs per call vs local (K=5000 covers the vocabulary):")
+    for s in r["truncation"]:
+        diff = s["mean_abs_logprob_diff"]
+        print(
+            f"  {s['members']}, K={s['K']}: same text {s['same_text']:.0%}, mean |delta logprob| of committed "
+            f"tokens {'n/a' if diff is None else f'{diff:.4f}'}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
