@@ -63,6 +63,30 @@ def test_ensemble_model_equals_ensemble_generate(url):
     assert "".join(ch.choices[0].text for ch in stream) == direct
 
 
+def test_ensemble_logprobs_are_the_combined_distributions_and_streams_match(url):
+    ens = Ensemble(["zoo:base", "zoo:add"], weights=[0.3, 0.7])
+    direct = ens.complete([Q], max_new_tokens=6, logprobs=3)[0]
+    c = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    out = c.completions.create(model="ens", prompt=Q, max_tokens=6, temperature=0, logprobs=3)
+    lp = out.choices[0].logprobs
+    assert out.choices[0].text == direct.text and out.choices[0].finish_reason == direct.finish_reason
+    assert lp.tokens == direct.tokens and lp.token_logprobs == pytest.approx(direct.token_logprobs)
+    assert [list(t.items()) for t in lp.top_logprobs] == [
+        [(s, pytest.approx(v)) for s, v in t] for t in direct.top_logprobs
+    ]
+    assert (
+        out.usage.completion_tokens == direct.completion_tokens
+        and out.usage.prompt_tokens == direct.prompt_tokens
+    )
+    chunks = list(c.chat.completions.create(model="ens", messages=[{"role": "user", "content": Q}], max_tokens=6,
+                                            temperature=0, stream=True, logprobs=True, top_logprobs=2))  # fmt: skip
+    steps = [ch for ch in chunks if ch.choices and ch.choices[0].logprobs]
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == direct.text
+    assert [ch.choices[0].logprobs.content[0].logprob for ch in steps] == pytest.approx(direct.token_logprobs)
+    with pytest.raises(openai.BadRequestError, match="no token ids"):
+        c.completions.create(model="ens", prompt=Q, max_tokens=2, echo=True, logprobs=1)
+
+
 def test_embedded_default_serves_the_zoo_and_one_fusion_of_each_kind():
     cfg = parse(default_config())
     methods = {m: raw["method"] for m, raw in cfg.models.items()}

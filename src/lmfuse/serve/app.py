@@ -201,6 +201,9 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(body: CompletionBody):
         fusion = fusion_for(body.model, body.logprobs is not None or body.echo)
+        if (body.return_tokens_as_token_ids or body.echo) and not getattr(fusion, "token_ids", True):
+            raise APIError(400, f"model {body.model!r} ({fusion.method}) has no token ids: "
+                           "return_tokens_as_token_ids and echo are for single models")  # fmt: skip
         check_k(body.logprobs, "logprobs")
         prompts = body.prompts()
         if any(len(p) == 0 for p in prompts):
