@@ -132,3 +132,17 @@ def test_serve_refuses_bad_arguments_before_loading(capsys):
         assert main(["serve", *args]) == 2
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err and "loading" not in err
+
+
+def test_member_keys_never_reach_a_response_or_error(monkeypatch):
+    """A member that rejects lmfuse's key: the fusion reports the member as failed, without the key."""
+    monkeypatch.setenv("LMFUSE_TEST_MEMBER_KEY", "sk-member-secret-123")
+    guarded = create_app({"m": ScriptedBackend(lambda r: "ok")}, api_key="the-right-key")
+    with ServerThread(guarded) as member:
+        backend = {"kind": "openai", "base_url": member.base_url, "model": "m", "api_key_env": "LMFUSE_TEST_MEMBER_KEY",
+                   "max_retries": 0}  # fmt: skip
+        cfg = {"backends": {"g": backend}, "models": {"v": {"method": "vote", "members": ["g"], "quorum": 1}}}
+        with start_server(cfg) as url:
+            r = httpx.post(f"{url}/chat/completions", json={"model": "v", "messages": USER})
+    assert r.status_code == 502 and "HTTP 401" in r.text
+    assert "sk-member-secret-123" not in r.text and "the-right-key" not in r.text

@@ -34,8 +34,9 @@ except ImportError:  # orjson comes with the serve extra
 
 
 class OpenAIBackend:
-    """Calls ``base_url`` (``.../v1``) over one pooled ``httpx`` client per event loop (the OpenAI wire
-    format, without the ``openai`` SDK's per-call cost); retries are lmfuse's own."""
+    """Calls ``base_url`` (``.../v1``) in the OpenAI wire format over kept-alive connections pooled per
+    event loop (``http1.py`` for plain calls, ``httpx`` for streams; no SDK per-call cost); retries are
+    lmfuse's own."""
 
     def __init__(
         self,
@@ -59,6 +60,8 @@ class OpenAIBackend:
         self.max_concurrency, self.timeout = max_concurrency, timeout
         self.max_retries, self.backoff, self.backoff_max = max_retries, backoff, backoff_max
         self._loop_state: dict[int, tuple[Any, asyncio.Semaphore]] = {}
+        self._pools: dict[int, Any] = {}
+        """Kept-alive connections for plain calls (``http1.Pool``), one per event loop."""
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
@@ -161,8 +164,18 @@ class OpenAIBackend:
                     completion_tokens=usage.get("completion_tokens") or 0,
                     seconds=time.perf_counter() - start, finish_reason=finish)  # fmt: skip
 
+    def _pool(self) -> Any:
+        from lmfuse.backends.http1 import Pool
+
+        key = id(asyncio.get_running_loop())
+        if key not in self._pools:
+            api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else "EMPTY"
+            self._pools[key] = Pool(self.base_url, {"Authorization": f"Bearer {api_key}"})
+        return self._pools[key]
+
     async def _once(self, client: Any, req: Request, model: str) -> Reply:
-        resp = await client.post(self._path(req), content=_dumps(self._params(req, model)))
+        async with asyncio.timeout(self.timeout):
+            resp = await self._pool().post(self._path(req), _dumps(self._params(req, model)))
         if resp.status_code >= 400:
             raise _status_error(resp)
         data = json.loads(resp.content)
@@ -182,7 +195,11 @@ class OpenAIBackend:
         for client, _ in self._loop_state.values():
             with contextlib.suppress(RuntimeError):  # its loop may be closed already
                 await client.aclose()
+        for pool in self._pools.values():
+            with contextlib.suppress(RuntimeError):
+                await pool.aclose()
         self._loop_state.clear()
+        self._pools.clear()
 
 
 class HTTPStatusError(Exception):
@@ -207,9 +224,9 @@ def _classify(exc: Exception) -> tuple[bool, str, float | None]:
     """``(retry?, message, server-requested wait)`` for an exception raised by one attempt."""
     import httpx
 
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return True, "timed out", None
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, httpx.TransportError | OSError | asyncio.IncompleteReadError):
         return True, f"connection failed ({type(exc).__name__})", None
     if isinstance(exc, HTTPStatusError):
         status = exc.status
