@@ -19,7 +19,8 @@ def url():
     cfg = {
         "backends": {"add": {"kind": "hf", "model": "zoo:add"}},
         "models": {"add": {"method": "single", "backend": "add", "max_model_len": 1024},
-                   "ens": {"method": "ensemble", "members": ["zoo:base", "zoo:add"], "weights": [0.3, 0.7]}},
+                   "ens": {"method": "ensemble", "members": ["zoo:base", "zoo:add"], "weights": [0.3, 0.7]},
+                   "vote1": {"method": "vote", "members": ["add"], "samples": 3, "quorum": 1}},
     }  # fmt: skip
     with start_server(cfg) as base_url:
         yield base_url
@@ -85,6 +86,17 @@ def test_ensemble_logprobs_are_the_combined_distributions_and_streams_match(url)
     assert [ch.choices[0].logprobs.content[0].logprob for ch in steps] == pytest.approx(direct.token_logprobs)
     with pytest.raises(openai.BadRequestError, match="no token ids"):
         c.completions.create(model="ens", prompt=Q, max_tokens=2, echo=True, logprobs=1)
+
+
+def test_finish_reason_is_the_winners_length_when_it_was_cut_off(url):
+    c = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    cut = c.chat.completions.create(model="vote1", messages=[{"role": "user", "content": Q}], max_tokens=2,
+                                    temperature=0)  # fmt: skip
+    full = c.chat.completions.create(model="vote1", messages=[{"role": "user", "content": Q}], max_tokens=12,
+                                     temperature=0)  # fmt: skip
+    assert cut.choices[0].finish_reason == "length" and full.choices[0].finish_reason == "stop"
+    assert full.choices[0].message.content.startswith(cut.choices[0].message.content)
+    assert len(full.model_extra["lmfuse"]["usage"]) == 3  # samples: 3 replies from the one member
 
 
 def test_embedded_default_serves_the_zoo_and_one_fusion_of_each_kind():
