@@ -34,9 +34,9 @@ except ImportError:  # orjson comes with the serve extra
 
 
 class OpenAIBackend:
-    """Calls ``base_url`` (``.../v1``) in the OpenAI wire format over kept-alive connections pooled per
-    event loop (``http1.py`` for plain calls, ``httpx`` for streams; no SDK per-call cost); retries are
-    lmfuse's own."""
+    """Calls ``base_url`` (``.../v1``) in the OpenAI wire format over one ``aiohttp.ClientSession`` per
+    event loop (kept-alive pooled connections, TCP_NODELAY; no SDK per-call cost, see
+    benchmarks/serve/client_cpu.py); retries are lmfuse's own."""
 
     def __init__(
         self,
@@ -59,28 +59,31 @@ class OpenAIBackend:
         self.api_key_env = api_key_env
         self.max_concurrency, self.timeout = max_concurrency, timeout
         self.max_retries, self.backoff, self.backoff_max = max_retries, backoff, backoff_max
-        self._loop_state: dict[int, tuple[Any, asyncio.Semaphore]] = {}
-        self._pools: dict[int, Any] = {}
-        """Kept-alive connections for plain calls (``http1.Pool``), one per event loop."""
+        self._loop_state: dict[int, tuple[asyncio.AbstractEventLoop, Any, asyncio.Semaphore]] = {}
+        """``(loop, aiohttp.ClientSession, semaphore)`` per event loop (a session is bound to its loop)."""
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
 
     def _state(self) -> tuple[Any, asyncio.Semaphore]:
-        """One pooled HTTP client and semaphore per event loop (httpx clients are bound to their loop)."""
-        import httpx
+        """The session and semaphore of the running event loop, made on first use."""
+        import aiohttp
 
-        key = id(asyncio.get_running_loop())
-        if key not in self._loop_state:
+        loop = asyncio.get_running_loop()
+        state = self._loop_state.get(id(loop))
+        if state is None or state[0] is not loop:  # a new loop may reuse a closed one's id
             api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else "EMPTY"
-            client = httpx.AsyncClient(
-                base_url=self.base_url.rstrip("/") + "/", timeout=self.timeout,
-                headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
-                limits=httpx.Limits(max_connections=self.max_concurrency,
-                                    max_keepalive_connections=self.max_concurrency),
+            session = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                timeout=aiohttp.ClientTimeout(total=None),  # per attempt: asyncio.timeout / sock_read
+                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )  # fmt: skip
-            self._loop_state[key] = (client, asyncio.Semaphore(self.max_concurrency))
-        return self._loop_state[key]
+            state = self._loop_state[id(loop)] = (loop, session, asyncio.Semaphore(self.max_concurrency))
+        return state[1], state[2]
+
+    def _url(self, req: Request) -> str:
+        return f"{self.base_url.rstrip('/')}/{self._path(req)}"
 
     async def generate(self, requests: Sequence[Request]) -> list[Reply]:
         return list(await asyncio.gather(*(self._call(r) for r in requests)))
@@ -130,6 +133,8 @@ class OpenAIBackend:
     async def stream(self, req: Request) -> AsyncIterator[str | Reply]:
         """Text deltas as the server streams them, then the ``Reply`` (one attempt: a stream that has
         started cannot be retried without repeating text). Leaving early closes the connection."""
+        import aiohttp
+
         client, sem = self._state()
         model = req.model or self.model
         if model is None:
@@ -138,13 +143,15 @@ class OpenAIBackend:
         start, parts, finish, usage = time.perf_counter(), [], "stop", {}
         params = {**self._params(req, model), "stream": True, "stream_options": {"include_usage": True}}
         chat = req.messages is not None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
         async with sem:
             try:
-                async with client.stream("POST", self._path(req), content=_dumps(params)) as resp:
-                    if resp.status_code >= 400:
-                        await resp.aread()
-                        raise _status_error(resp)
-                    async for line in resp.aiter_lines():
+                async with client.post(self._url(req), data=_dumps(params), timeout=timeout,
+                                       allow_redirects=False) as resp:  # fmt: skip
+                    if resp.status >= 400:
+                        raise _status_error(resp, await resp.read())
+                    async for raw in resp.content:
+                        line = raw.decode("utf-8").strip()
                         if not line.startswith("data:") or line[5:].strip() == "[DONE]":
                             continue
                         chunk = json.loads(line[5:])
@@ -164,21 +171,14 @@ class OpenAIBackend:
                     completion_tokens=usage.get("completion_tokens") or 0,
                     seconds=time.perf_counter() - start, finish_reason=finish)  # fmt: skip
 
-    def _pool(self) -> Any:
-        from lmfuse.backends.http1 import Pool
-
-        key = id(asyncio.get_running_loop())
-        if key not in self._pools:
-            api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else "EMPTY"
-            self._pools[key] = Pool(self.base_url, {"Authorization": f"Bearer {api_key}"})
-        return self._pools[key]
-
     async def _once(self, client: Any, req: Request, model: str) -> Reply:
         async with asyncio.timeout(self.timeout):
-            resp = await self._pool().post(self._path(req), _dumps(self._params(req, model)))
-        if resp.status_code >= 400:
-            raise _status_error(resp)
-        data = json.loads(resp.content)
+            async with client.post(self._url(req), data=_dumps(self._params(req, model)),
+                                   allow_redirects=False) as resp:  # fmt: skip
+                content = await resp.read()
+        if resp.status >= 400:
+            raise _status_error(resp, content)
+        data = json.loads(content)
         choice = data["choices"][0]
         text = (
             (choice.get("message") or {}).get("content") if req.messages is not None else choice.get("text")
@@ -192,14 +192,14 @@ class OpenAIBackend:
         )
 
     async def aclose(self) -> None:
-        for client, _ in self._loop_state.values():
-            with contextlib.suppress(RuntimeError):  # its loop may be closed already
-                await client.aclose()
-        for pool in self._pools.values():
-            with contextlib.suppress(RuntimeError):
-                await pool.aclose()
+        loop = asyncio.get_running_loop()
+        for owner, session, _ in self._loop_state.values():
+            if owner is loop:
+                await session.close()
+            elif not owner.is_closed():  # another loop's session: close it on that loop
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(session.close(), owner)
         self._loop_state.clear()
-        self._pools.clear()
 
 
 class HTTPStatusError(Exception):
@@ -210,23 +210,24 @@ class HTTPStatusError(Exception):
         self.status, self.message, self.retry_after = status, message, retry_after
 
 
-def _status_error(resp: Any) -> HTTPStatusError:
+def _status_error(resp: Any, content: bytes) -> HTTPStatusError:
+    """The error of an ``aiohttp`` response with status >= 400 and its body ``content``."""
     try:
-        body = json.loads(resp.content)
+        body = json.loads(content)
         err = body.get("error", body) if isinstance(body, dict) else body
         message = str(err.get("message") or err) if isinstance(err, dict) else str(err)
     except ValueError:
-        message = resp.content.decode("utf-8", "replace") or resp.reason_phrase
-    return HTTPStatusError(resp.status_code, message, _retry_after(resp.headers.get("retry-after")))
+        message = content.decode("utf-8", "replace") or (resp.reason or "")
+    return HTTPStatusError(resp.status, message, _retry_after(resp.headers.get("Retry-After")))
 
 
 def _classify(exc: Exception) -> tuple[bool, str, float | None]:
     """``(retry?, message, server-requested wait)`` for an exception raised by one attempt."""
-    import httpx
+    import aiohttp
 
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    if isinstance(exc, TimeoutError):  # asyncio.timeout, and aiohttp's socket timeouts subclass it
         return True, "timed out", None
-    if isinstance(exc, httpx.TransportError | OSError | asyncio.IncompleteReadError):
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | OSError):
         return True, f"connection failed ({type(exc).__name__})", None
     if isinstance(exc, HTTPStatusError):
         status = exc.status

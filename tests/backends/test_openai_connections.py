@@ -1,6 +1,7 @@
-"""The pooled HTTP/1.1 client of the ``openai`` backend against a raw asyncio server on 127.0.0.1 that
-answers with a chunked body and drops every connection after one reply (so each kept-alive connection
-is stale when reused): every call must still get its reply, and connections are reused when they can be."""
+"""The ``openai`` backend's pooled connections (one ``aiohttp`` session per event loop) against a raw
+asyncio server on 127.0.0.1: chunked bodies; a server that drops every connection after one reply (each
+kept-alive connection is stale when reused) still answers every call; a server that keeps connections
+open serves sequential calls over one connection."""
 
 from __future__ import annotations
 
@@ -58,3 +59,34 @@ def test_chunked_bodies_and_connections_closed_by_the_server():
         r.ok and r.attempts == 1 for r in out
     )
     assert served == ["q0", "q1", "q2", "q3"] and out[0].completion_tokens == 2
+
+
+def test_sequential_calls_reuse_one_kept_alive_connection():
+    async def go():
+        connections = []
+
+        async def handle(reader, writer):
+            connections.append(writer)
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length"))  # fmt: skip
+                await reader.readexactly(length)
+                writer.write(_reply("ok"))
+                await writer.drain()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", model="m", max_retries=0)
+        try:
+            out = []
+            for i in range(4):
+                out += await backend.generate([Request(messages=[{"role": "user", "content": f"q{i}"}])])
+        finally:
+            await backend.aclose()
+            for w in connections:
+                w.close()
+            server.close()
+        return out, len(connections)
+
+    out, n = asyncio.run(go())
+    assert [r.text for r in out] == ["ok"] * 4 and n == 1
