@@ -102,6 +102,7 @@ def test_serve_process_prints_ready_and_drains_on_sigterm(tmp_path):
             if "ready at" in line:
                 break
         assert f"ready at http://127.0.0.1:{port}/v1: slow" in lines[-1], lines
+        assert not any("warning" in line for line in lines), lines  # loopback, no key: no warning
         url = f"http://127.0.0.1:{port}/v1"
         result = {}
         t = threading.Thread(target=lambda: result.update(r=httpx.post(
@@ -121,6 +122,19 @@ def test_serve_process_prints_ready_and_drains_on_sigterm(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_non_loopback_host_without_an_api_key_is_warned_about():
+    # the check the serve command prints from, tried on host values without binding them
+    from lmfuse.serve.command import host_warning
+
+    for host in ["0.0.0.0", "::", "192.0.2.7", "10.0.0.5", "2001:db8::1", "lmfuse.example"]:
+        warning = host_warning(host, [])
+        assert warning is not None and f"serving on {host} without an API key" in warning
+        assert "--api-key-env" in warning
+        assert host_warning(host, ["a-key"]) is None  # a key is set: nothing to warn about
+    for host in ["127.0.0.1", "127.0.0.2", "localhost", "::1"]:
+        assert host_warning(host, []) is None
 
 
 def test_serve_refuses_bad_arguments_before_loading(capsys):
