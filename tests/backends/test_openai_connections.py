@@ -90,3 +90,54 @@ def test_sequential_calls_reuse_one_kept_alive_connection():
 
     out, n = asyncio.run(go())
     assert [r.text for r in out] == ["ok"] * 4 and n == 1
+
+
+def test_member_key_never_in_errors_or_log_records(monkeypatch, caplog):
+    """Every way a call can fail (HTTP 401, a hung server, a refused port; plain and streamed), with all
+    loggers at DEBUG: the key is sent, and appears in no error message and no log record."""
+    import logging
+    import socket
+
+    monkeypatch.setenv("LMFUSE_TEST_MEMBER_KEY", "sk-conn-secret-456")
+    caplog.set_level(logging.DEBUG)
+
+    async def go():
+        seen = []
+
+        async def reject(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(head)
+            writer.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 38\r\n\r\n"
+                         b'{"error": {"message": "bad api key"}}\n')  # fmt: skip
+            await writer.drain()
+            writer.close()
+
+        async def hang(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(5)
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            refused = s.getsockname()[1]
+        servers = [await asyncio.start_server(h, "127.0.0.1", 0) for h in (reject, hang)]
+        ports = [srv.sockets[0].getsockname()[1] for srv in servers] + [refused]
+        errors = []
+        for port in ports:
+            backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", model="m", max_retries=0, timeout=0.5,
+                                    api_key_env="LMFUSE_TEST_MEMBER_KEY")  # fmt: skip
+            req = Request(messages=[{"role": "user", "content": "hi"}])
+            (reply,) = await backend.generate([req])
+            streamed = [x async for x in backend.stream(req)]
+            errors += [reply.error, streamed[-1].error]
+            await backend.aclose()
+        for srv in servers:
+            srv.close()
+        return errors, seen
+
+    errors, seen = asyncio.run(go())
+    assert b"Bearer sk-conn-secret-456" in seen[0]  # the key was sent
+    assert errors[:2] == ["HTTP 401: bad api key"] * 2 and errors[2:4] == ["timed out"] * 2
+    assert all(e.startswith("connection failed") for e in errors[4:]), errors
+    assert not any("sk-conn-secret-456" in e for e in errors)
+    assert "sk-conn-secret-456" not in caplog.text
+    assert not any("sk-conn-secret-456" in str(r.args) for r in caplog.records)
