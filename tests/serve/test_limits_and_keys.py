@@ -102,6 +102,7 @@ def test_serve_process_prints_ready_and_drains_on_sigterm(tmp_path):
             if "ready at" in line:
                 break
         assert f"ready at http://127.0.0.1:{port}/v1: slow" in lines[-1], lines
+        assert not any("warning" in line for line in lines), lines  # loopback, no key: no warning
         url = f"http://127.0.0.1:{port}/v1"
         result = {}
         t = threading.Thread(target=lambda: result.update(r=httpx.post(
@@ -123,6 +124,19 @@ def test_serve_process_prints_ready_and_drains_on_sigterm(tmp_path):
         proc.wait()
 
 
+def test_a_non_loopback_host_without_an_api_key_is_warned_about():
+    # the check the serve command prints from, tried on host values without binding them
+    from lmfuse.serve.command import host_warning
+
+    for host in ["0.0.0.0", "::", "192.0.2.7", "10.0.0.5", "2001:db8::1", "lmfuse.example"]:
+        warning = host_warning(host, [])
+        assert warning is not None and f"serving on {host} without an API key" in warning
+        assert "--api-key-env" in warning
+        assert host_warning(host, ["a-key"]) is None  # a key is set: nothing to warn about
+    for host in ["127.0.0.1", "127.0.0.2", "localhost", "::1"]:
+        assert host_warning(host, []) is None
+
+
 def test_serve_refuses_bad_arguments_before_loading(capsys):
     from lmfuse.cli import main
 
@@ -132,3 +146,17 @@ def test_serve_refuses_bad_arguments_before_loading(capsys):
         assert main(["serve", *args]) == 2
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err and "loading" not in err
+
+
+def test_member_keys_never_reach_a_response_or_error(monkeypatch):
+    """A member that rejects lmfuse's key: the fusion reports the member as failed, without the key."""
+    monkeypatch.setenv("LMFUSE_TEST_MEMBER_KEY", "sk-member-secret-123")
+    guarded = create_app({"m": ScriptedBackend(lambda r: "ok")}, api_key="the-right-key")
+    with ServerThread(guarded) as member:
+        backend = {"kind": "openai", "base_url": member.base_url, "model": "m", "api_key_env": "LMFUSE_TEST_MEMBER_KEY",
+                   "max_retries": 0}  # fmt: skip
+        cfg = {"backends": {"g": backend}, "models": {"v": {"method": "vote", "members": ["g"], "quorum": 1}}}
+        with start_server(cfg) as url:
+            r = httpx.post(f"{url}/chat/completions", json={"model": "v", "messages": USER})
+    assert r.status_code == 502 and "HTTP 401" in r.text
+    assert "sk-member-secret-123" not in r.text and "the-right-key" not in r.text

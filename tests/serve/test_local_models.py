@@ -19,7 +19,8 @@ def url():
     cfg = {
         "backends": {"add": {"kind": "hf", "model": "zoo:add"}},
         "models": {"add": {"method": "single", "backend": "add", "max_model_len": 1024},
-                   "ens": {"method": "ensemble", "members": ["zoo:base", "zoo:add"], "weights": [0.3, 0.7]}},
+                   "ens": {"method": "ensemble", "members": ["zoo:base", "zoo:add"], "weights": [0.3, 0.7]},
+                   "vote1": {"method": "vote", "members": ["add"], "samples": 3, "quorum": 1}},
     }  # fmt: skip
     with start_server(cfg) as base_url:
         yield base_url
@@ -61,6 +62,41 @@ def test_ensemble_model_equals_ensemble_generate(url):
     assert out.model_extra["lmfuse"]["ensemble"]["weights"] == pytest.approx([0.3, 0.7])
     stream = c.completions.create(model="ens", prompt=Q, max_tokens=8, temperature=0, stream=True)
     assert "".join(ch.choices[0].text for ch in stream) == direct
+
+
+def test_ensemble_logprobs_are_the_combined_distributions_and_streams_match(url):
+    ens = Ensemble(["zoo:base", "zoo:add"], weights=[0.3, 0.7])
+    direct = ens.complete([Q], max_new_tokens=6, logprobs=3)[0]
+    c = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    out = c.completions.create(model="ens", prompt=Q, max_tokens=6, temperature=0, logprobs=3)
+    lp = out.choices[0].logprobs
+    assert out.choices[0].text == direct.text and out.choices[0].finish_reason == direct.finish_reason
+    assert lp.tokens == direct.tokens and lp.token_logprobs == pytest.approx(direct.token_logprobs)
+    assert [list(t.items()) for t in lp.top_logprobs] == [
+        [(s, pytest.approx(v)) for s, v in t] for t in direct.top_logprobs
+    ]
+    assert (
+        out.usage.completion_tokens == direct.completion_tokens
+        and out.usage.prompt_tokens == direct.prompt_tokens
+    )
+    chunks = list(c.chat.completions.create(model="ens", messages=[{"role": "user", "content": Q}], max_tokens=6,
+                                            temperature=0, stream=True, logprobs=True, top_logprobs=2))  # fmt: skip
+    steps = [ch for ch in chunks if ch.choices and ch.choices[0].logprobs]
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == direct.text
+    assert [ch.choices[0].logprobs.content[0].logprob for ch in steps] == pytest.approx(direct.token_logprobs)
+    with pytest.raises(openai.BadRequestError, match="no token ids"):
+        c.completions.create(model="ens", prompt=Q, max_tokens=2, echo=True, logprobs=1)
+
+
+def test_finish_reason_is_the_winners_length_when_it_was_cut_off(url):
+    c = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    cut = c.chat.completions.create(model="vote1", messages=[{"role": "user", "content": Q}], max_tokens=2,
+                                    temperature=0)  # fmt: skip
+    full = c.chat.completions.create(model="vote1", messages=[{"role": "user", "content": Q}], max_tokens=12,
+                                     temperature=0)  # fmt: skip
+    assert cut.choices[0].finish_reason == "length" and full.choices[0].finish_reason == "stop"
+    assert full.choices[0].message.content.startswith(cut.choices[0].message.content)
+    assert len(full.model_extra["lmfuse"]["usage"]) == 3  # samples: 3 replies from the one member
 
 
 def test_embedded_default_serves_the_zoo_and_one_fusion_of_each_kind():

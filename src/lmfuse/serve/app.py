@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from lmfuse.backends.base import Backend
@@ -51,39 +51,58 @@ class ServerOptions:
         return problems
 
 
-def _error(status: int, message: str, kind: str, retry_after: float | None = None) -> JSONResponse:
+class FastJSON(Response):
+    """A JSON response rendered by orjson (the stdlib json where orjson is missing)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return stream.dumps(content)
+
+
+def _error(status: int, message: str, kind: str, retry_after: float | None = None) -> Response:
     headers = {"retry-after": f"{retry_after:g}"} if status == 429 and retry_after is not None else None
-    return JSONResponse(shapes.error_body(message, kind, status), status, headers=headers)
+    return FastJSON(shapes.error_body(message, kind, status), status, headers=headers)
+
+
+class Guard:
+    """Pure ASGI middleware (no per-request task): the API-key check and the body-size limit."""
+
+    def __init__(self, app: Any, keys: Sequence[str], max_body_bytes: int) -> None:
+        self.app, self.keys, self.max_body = app, [k.encode() for k in keys], max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.keys and scope["path"] != "/health":
+            sent = headers.get(b"authorization", b"")
+            token = sent[7:] if sent.startswith(b"Bearer ") else b""
+            if not any(hmac.compare_digest(token, k) for k in self.keys):
+                msg = "missing or wrong API key (send Authorization: Bearer <key>)"
+                return await _error(401, msg, "authentication_error")(scope, receive, send)
+        size = headers.get(b"content-length", b"")
+        if size.isdigit() and int(size) > self.max_body:
+            msg = f"request body is {int(size)} bytes; this server takes at most {self.max_body}"
+            return await _error(400, msg, "invalid_request_error")(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOptions) -> None:
     """API-key check (when keys are set), body-size limit and OpenAI-shaped errors for everything."""
-
-    @app.middleware("http")
-    async def _guard(request: HTTPRequest, call_next):
-        if keys and request.url.path != "/health":
-            sent = request.headers.get("authorization", "")
-            token = sent[7:] if sent.startswith("Bearer ") else ""
-            if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
-                return _error(401, "missing or wrong API key (send Authorization: Bearer <key>)",
-                              "authentication_error")  # fmt: skip
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > opts.max_body_bytes:
-            return _error(400, f"request body is {int(size)} bytes; this server takes at most "
-                          f"{opts.max_body_bytes}", "invalid_request_error")  # fmt: skip
-        return await call_next(request)
+    app.add_middleware(Guard, keys=keys, max_body_bytes=opts.max_body_bytes)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: HTTPRequest, exc: HTTPException) -> JSONResponse:
+    async def _http(_: HTTPRequest, exc: HTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return _error(exc.status_code, detail, kind_of(exc.status_code))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: HTTPRequest, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(_: HTTPRequest, exc: RequestValidationError) -> Response:
         where = "; ".join(f"{'.'.join(map(str, e['loc'][1:] or e['loc']))}: {e['msg']}" for e in exc.errors())
         return _error(400, f"invalid request body: {where}", "invalid_request_error")
 
-    async def _classified(_: HTTPRequest, exc: Exception) -> JSONResponse:
+    async def _classified(_: HTTPRequest, exc: Exception) -> Response:
         status, kind, message = classify(exc)
         if status == 500 and not isinstance(exc, APIError):
             log.error("request failed", exc_info=exc)
@@ -91,6 +110,118 @@ def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOpti
 
     for cls in (APIError, RequestError, FusionFailed, QueueFull, TimeoutError, Exception):
         app.add_exception_handler(cls, _classified)
+
+
+class Routes:
+    """The endpoints and the checks every request goes through, over ``fusions`` (model id → fusion)."""
+
+    def __init__(self, fusions: dict[str, Fusion], faults: Faults, opts: ServerOptions) -> None:
+        self.fusions, self.faults, self.opts = fusions, faults, opts
+        self.gate = Gate(opts.limits)
+
+    def fusion_for(self, model: str, wants_logprobs: bool) -> Fusion:
+        if model not in self.fusions:
+            served = ", ".join(self.fusions)
+            raise APIError(404, f"model {model!r} not found; served: {served}", "not_found_error")
+        fusion = self.fusions[model]
+        if wants_logprobs and not fusion.logprobs:
+            raise APIError(400, f"model {model!r} ({fusion.method}) does not offer logprobs or echo")
+        return fusion
+
+    def check_size(self, size: int) -> None:
+        if size > self.opts.max_input_chars:
+            raise APIError(400, f"the input is {size} characters; this server takes at most "
+                           f"{self.opts.max_input_chars} (server option max_input_chars)")  # fmt: skip
+
+    def check_k(self, k: int | None, name: str) -> None:
+        if k is not None and k > self.opts.max_logprobs:
+            raise APIError(400, f"{name}: expected at most {self.opts.max_logprobs} (the server's "
+                           f"max_logprobs), found {k}")  # fmt: skip
+
+    async def injected(self) -> None:
+        status = await self.faults.apply()
+        if status is not None:
+            raise APIError(status, f"injected failure (request {self.faults.seen})", kind_of(status))
+
+    async def answer(self, fusion: Fusion, calls: list[Call]) -> list[Outcome]:
+        async with self.gate.slot():
+            await self.injected()
+            work = asyncio.gather(*(fusion.run(c) for c in calls))
+            return list(await asyncio.wait_for(work, self.opts.limits.timeout))
+
+    async def streamed(
+        self, fusion: Fusion, calls: list[Call], chat: bool, body: Any, delta: Any
+    ) -> Response:
+        """An SSE response; a failure before the first piece is a plain HTTP error instead."""
+        slot = self.gate.slot()
+        await slot.__aenter__()
+        try:
+            await self.injected()
+            first = await stream.prefetch(fusion.stream(calls[0]))
+        except BaseException:
+            await slot.__aexit__(None, None, None)
+            raise
+        streams = [first, *(fusion.stream(c) for c in calls[1:])]
+        include = bool((body.stream_options or {}).get("include_usage"))
+
+        async def events():
+            try:
+                async for b in stream.chunks(streams, body.n, chat, body.model, delta, include):
+                    yield b
+            finally:
+                await slot.__aexit__(None, None, None)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def health(self) -> Response:
+        return FastJSON({"status": "ok", "models": list(self.fusions)})
+
+    async def list_models(self) -> Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": f"lmfuse:{f.method}"}
+                for m, f in self.fusions.items()]  # fmt: skip
+        return FastJSON({"object": "list", "data": data})
+
+    async def completions(self, body: CompletionBody) -> Response:
+        fusion = self.fusion_for(body.model, body.logprobs is not None or body.echo)
+        if (body.return_tokens_as_token_ids or body.echo) and not getattr(fusion, "token_ids", True):
+            raise APIError(400, f"model {body.model!r} ({fusion.method}) has no token ids: "
+                           "return_tokens_as_token_ids and echo are for single models")  # fmt: skip
+        self.check_k(body.logprobs, "logprobs")
+        prompts = body.prompts()
+        if any(len(p) == 0 for p in prompts):
+            raise APIError(
+                400, "prompt: expected a non-empty string or list of token ids, found an empty one"
+            )
+        self.check_size(sum(len(p) for p in prompts))  # characters, or tokens of token-id prompts
+        calls = [Call(prompt=p, max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+                      seed=body.seed, stop=body.stops(), n=body.n, logprobs=body.logprobs, echo=body.echo)
+                 for p in prompts]  # fmt: skip
+        as_ids = body.return_tokens_as_token_ids
+        if body.stream:
+            return await self.streamed(
+                fusion, calls, False, body, lambda d: shapes.completion_delta(d, as_ids)
+            )
+        outs = await self.answer(fusion, calls)
+        choices = [shapes.completion_choice(c, i * body.n + j, as_ids)
+                   for i, o in enumerate(outs) for j, c in enumerate(o.choices)]  # fmt: skip
+        return FastJSON(shapes.envelope("text_completion", body.model, choices, outs, shapes.new_id("cmpl")))
+
+    async def chat(self, body: ChatBody) -> Response:
+        k = (body.top_logprobs or 0) if body.logprobs else None
+        fusion = self.fusion_for(body.model, k is not None)
+        self.check_k(body.top_logprobs, "top_logprobs")
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        self.check_size(sum(len(m["content"]) for m in messages))
+        call = Call(messages=messages, max_tokens=body.max_completion_tokens or body.max_tokens,
+                    temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stops(),
+                    n=body.n, logprobs=k)  # fmt: skip
+        if body.stream:
+            return await self.streamed(fusion, [call], True, body, lambda d: shapes.chat_delta(d, k))
+        outs = await self.answer(fusion, [call])
+        choices = [shapes.chat_choice(c, j, k) for j, c in enumerate(outs[0].choices)]
+        return FastJSON(
+            shapes.envelope("chat.completion", body.model, choices, outs, shapes.new_id("chatcmpl"))
+        )
 
 
 def create_app(
@@ -105,113 +236,13 @@ def create_app(
     }
     opts = options or ServerOptions()
     keys = [api_key] if isinstance(api_key, str) else list(api_key or [])
-    app = FastAPI(title="lmfuse serve", version="1", docs_url=None, redoc_url=None, openapi_url=None)
-    faults = faults or Faults()
-    gate = Gate(opts.limits)
-    app.state.faults, app.state.gate, app.state.fusions = faults, gate, fusions
+    app = FastAPI(default_response_class=FastJSON, title="lmfuse serve", version="1", docs_url=None,
+                  redoc_url=None, openapi_url=None)  # fmt: skip
+    routes = Routes(fusions, faults or Faults(), opts)
+    app.state.faults, app.state.gate, app.state.fusions = routes.faults, routes.gate, fusions
     _install_auth_and_errors(app, keys, opts)
-
-    def fusion_for(model: str, call_logprobs: bool) -> Fusion:
-        if model not in fusions:
-            raise APIError(404, f"model {model!r} not found; served: {', '.join(fusions)}", "not_found_error")
-        fusion = fusions[model]
-        if call_logprobs and not fusion.logprobs:
-            raise APIError(400, f"model {model!r} ({fusion.method}) does not offer logprobs or echo")
-        return fusion
-
-    def check_size(texts: list[str]) -> None:
-        size = sum(len(t) for t in texts)
-        if size > opts.max_input_chars:
-            raise APIError(400, f"the input is {size} characters; this server takes at most "
-                           f"{opts.max_input_chars} (server option max_input_chars)")  # fmt: skip
-
-    def check_k(k: int | None, name: str) -> None:
-        if k is not None and k > opts.max_logprobs:
-            raise APIError(400, f"{name}: expected at most {opts.max_logprobs} (the server's max_logprobs), "
-                           f"found {k}")  # fmt: skip
-
-    async def injected() -> None:
-        status = await faults.apply()
-        if status is not None:
-            raise APIError(status, f"injected failure (request {faults.seen})", kind_of(status))
-
-    async def answer(fusion: Fusion, calls: list[Call]) -> list[Outcome]:
-        async with gate.slot():
-            await injected()
-            work = asyncio.gather(*(fusion.run(c) for c in calls))
-            return list(await asyncio.wait_for(work, opts.limits.timeout))
-
-    async def streamed(fusion: Fusion, calls: list[Call], n: int, chat: bool, model: str, body, delta):
-        slot = gate.slot()
-        await slot.__aenter__()
-        try:
-            await injected()
-            first = await stream.prefetch(fusion.stream(calls[0]))
-        except BaseException:
-            await slot.__aexit__(None, None, None)
-            raise
-        streams = [first, *(fusion.stream(c) for c in calls[1:])]
-        include = bool((body.stream_options or {}).get("include_usage"))
-
-        async def events():
-            try:
-                async for b in stream.chunks(streams, n, chat, model, delta, include):
-                    yield b
-            finally:
-                await slot.__aexit__(None, None, None)
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(fusions)}
-
-    @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": f"lmfuse:{f.method}"}
-                for m, f in fusions.items()]  # fmt: skip
-        return {"object": "list", "data": data}
-
-    @app.post("/v1/completions")
-    async def completions(body: CompletionBody):
-        fusion = fusion_for(body.model, body.logprobs is not None or body.echo)
-        check_k(body.logprobs, "logprobs")
-        prompts = body.prompts()
-        if any(len(p) == 0 for p in prompts):
-            raise APIError(
-                400, "prompt: expected a non-empty string or list of token ids, found an empty one"
-            )
-        check_size(
-            [p for p in prompts if isinstance(p, str)]
-            + ["x" * len(p) for p in prompts if isinstance(p, list)]
-        )
-        calls = [Call(prompt=p, max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                      seed=body.seed, stop=body.stops(), n=body.n, logprobs=body.logprobs, echo=body.echo)
-                 for p in prompts]  # fmt: skip
-        as_ids = body.return_tokens_as_token_ids
-        if body.stream:
-            delta = lambda d: shapes.completion_delta(d, as_ids)  # noqa: E731
-            return await streamed(fusion, calls, body.n, False, body.model, body, delta)
-        outs = await answer(fusion, calls)
-        choices = [shapes.completion_choice(c, i * body.n + j, as_ids)
-                   for i, o in enumerate(outs) for j, c in enumerate(o.choices)]  # fmt: skip
-        return shapes.envelope("text_completion", body.model, choices, outs, shapes.new_id("cmpl"))
-
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatBody):
-        k = (body.top_logprobs or 0) if body.logprobs else None
-        fusion = fusion_for(body.model, k is not None)
-        check_k(body.top_logprobs, "top_logprobs")
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        check_size([m["content"] for m in messages])
-        call = Call(messages=messages, max_tokens=body.max_completion_tokens or body.max_tokens,
-                    temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stops(),
-                    n=body.n, logprobs=k)  # fmt: skip
-        if body.stream:
-            delta = lambda d: shapes.chat_delta(d, k)  # noqa: E731
-            return await streamed(fusion, [call], body.n, True, body.model, body, delta)
-        outs = await answer(fusion, [call])
-        choices = [shapes.chat_choice(c, j, k) for j, c in enumerate(outs[0].choices)]
-        return shapes.envelope("chat.completion", body.model, choices, outs, shapes.new_id("chatcmpl"))
-
+    app.get("/health")(routes.health)
+    app.get("/v1/models")(routes.list_models)
+    app.post("/v1/completions")(routes.completions)
+    app.post("/v1/chat/completions")(routes.chat)
     return app

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
 DESCRIPTION = """\
 Serve every fusion as one OpenAI-compatible model: /v1/models, /v1/chat/completions, /v1/completions
 (streaming, n, logprobs for single models) and /health. With no arguments, the embedded default serves
@@ -78,6 +76,26 @@ def _config_data(args: argparse.Namespace) -> tuple[dict, str | None]:
     return {"backends": backends, "models": models}, None
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ``::1``); any other name or address is not."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def host_warning(host: str, keys: list[str]) -> str | None:
+    """The warning printed when ``host`` is reachable from other machines and no API key is set."""
+    if keys or is_loopback(host):
+        return None
+    return (f"warning: serving on {host} without an API key: anyone who can reach it can use it "
+            "(set --api-key-env)")  # fmt: skip
+
+
 def _keys(args: argparse.Namespace) -> list[str]:
     import os
 
@@ -113,9 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
         _quiet_transformers()
     print(f"lmfuse serve: loading {len(config.models)} models ...", file=sys.stderr)
     models = build_models(config)
-    if args.host not in LOOPBACK and not keys:
-        print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it "
-              "(set --api-key-env)", file=sys.stderr)  # fmt: skip
+    if warning := host_warning(args.host, keys):
+        print(warning, file=sys.stderr)
     url = f"http://{args.host}:{sock.getsockname()[1]}/v1"
     app = create_app(models, faults, api_key=keys, options=server_options(config))
 

@@ -15,10 +15,20 @@ from lmfuse.serve import shapes
 from lmfuse.serve.errors import classify
 from lmfuse.serve.fusion import Delta, Outcome
 
+try:
+    import orjson
+
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+except ImportError:  # orjson is in the serve extra; the stdlib does the same, slower
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
 
 def encode(body: dict[str, Any] | str) -> bytes:
-    data = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
+    data = body.encode() if isinstance(body, str) else dumps(body)
+    return b"data: " + data + b"\n\n"
 
 
 async def prefetch(it: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -1,0 +1,259 @@
+"""Load test of ``lmfuse serve`` on loopback (bounded in count and time).
+
+Part 1, ``vote``: three scripted OpenAI-compatible members (each ``lmfuse serve`` over a ``scripted``
+backend with a fixed latency, 50 ms by default), each its own process, and ``lmfuse serve`` with a ``vote``
+model over them (quorum 2) in another process. First ``--clients`` clients hit one member directly
+(the members' own latency under this load), then the same clients hit the vote model for ``--seconds``;
+at ``--kill-at`` of that time one member process is killed (SIGKILL). Every request is counted as a
+fused answer, a clear error (an OpenAI-shaped error body) or lost (anything else: must be 0).
+Overhead is reported three ways: p50/p99 minus the nominal member latency, minus the members' measured
+latency under the same load (side by side), and per request: end-to-end minus the slowest member call
+that request made (from the response's ``lmfuse`` field).
+
+Part 2, ``mixed``: ``lmfuse serve`` over ``zoo:add``; concurrent greedy and sampled (temperature 50)
+``/v1/completions`` requests; every greedy reply must equal the reference greedy text (issue 15 item 4).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py            # ~1 min
+    PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py --smoke    # seconds, run by tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+USER = [{"role": "user", "content": "What is 6*7? Say the answer."}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(config: str, tmp: Path, name: str) -> tuple[subprocess.Popen, str]:
+    """``lmfuse serve --config`` as its own process (not waited for: see ``ready``) and its base URL."""
+    path = tmp / f"{name}.yaml"
+    path.write_text(config)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lmfuse", "serve", "--config", str(path), "--port", str(port)],
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def ready(proc: subprocess.Popen, name: str) -> None:
+    """Wait for the process's "ready" line."""
+    for line in proc.stderr:  # type: ignore[union-attr]
+        if "ready at" in line:
+            return
+    raise RuntimeError(f"{name} did not start (exit {proc.wait()})")
+
+
+def start(config: str, tmp: Path, name: str) -> tuple[subprocess.Popen, str]:
+    proc, url = spawn(config, tmp, name)
+    ready(proc, name)
+    return proc, url
+
+
+def member_config(reply: str, latency: float) -> str:
+    return (f"backends:\n  s: {{kind: scripted, replies: {{m: {json.dumps(reply)}}}, delay: {latency}}}\n"
+            "models:\n  m: {method: single, backend: s}\n"
+            "server: {limits: {max_concurrency: 1024, max_queue: 4096}}\n")  # fmt: skip
+
+
+def vote_config(urls: list[str]) -> str:
+    backends = "".join(f"  m{i}: {{kind: openai, base_url: {u}, model: m, max_retries: 0, timeout: 5, "
+                       f"max_concurrency: 1024}}\n" for i, u in enumerate(urls))  # fmt: skip
+    return (
+        f"backends:\n{backends}models:\n  vote3: {{method: vote, members: [m0, m1, m2], similarity: answer,"
+        " quorum: 2, timeout: 5}\nserver: {limits: {max_concurrency: 1024, max_queue: 4096}}\n"
+    )
+
+
+async def drive(url: str, model: str, clients: int, seconds: float, on_time=None) -> list[dict]:
+    """``clients`` concurrent loops, each sending one chat request after another for ``seconds``."""
+    records: list[dict] = []
+    end = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def loop() -> None:
+            body = {"model": model, "messages": USER, "max_tokens": 16, "temperature": 0}
+            while (t0 := time.perf_counter()) < end:
+                rec: dict = {"t": t0}
+                try:
+                    r = await client.post("/chat/completions", json=body)
+                    rec["latency"] = time.perf_counter() - t0
+                    data = r.json()
+                    if r.status_code == 200 and data["choices"][0]["message"]["content"]:
+                        rec["kind"] = "answer"
+                        usage = (data.get("lmfuse") or {}).get("usage") or []
+                        ok = [u["seconds"] for u in usage if "error" not in u]
+                        rec["slowest_member"] = max(ok) if ok else None
+                        rec["failed_members"] = len((data.get("lmfuse") or {}).get("failed") or [])
+                    elif r.status_code >= 400 and data.get("error", {}).get("message"):
+                        rec["kind"], rec["status"] = "error", r.status_code
+                    else:
+                        rec["kind"] = "lost"
+                except Exception as exc:  # a request with no clear outcome
+                    rec["kind"], rec["exc"] = "lost", type(exc).__name__
+                    rec["latency"] = time.perf_counter() - t0
+                records.append(rec)
+
+        tasks = [asyncio.ensure_future(loop()) for _ in range(clients)]
+        if on_time is not None:
+            await on_time()
+        await asyncio.gather(*tasks)
+    return records
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
+
+
+def summarize(records: list[dict], seconds: float) -> dict:
+    lat = [r["latency"] for r in records if r["kind"] == "answer"]
+    per = [r["latency"] - r["slowest_member"] for r in records if r.get("slowest_member") is not None]
+    kinds = {k: sum(r["kind"] == k for r in records) for k in ("answer", "error", "lost")}
+    ms = lambda x: None if x is None else round(1000 * x, 2)  # noqa: E731
+    return {"requests": len(records), **kinds, "throughput_rps": round(kinds["answer"] / seconds, 1),
+            "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99)),
+            "own_overhead_p50_ms": ms(pct(per, 0.5)), "own_overhead_p99_ms": ms(pct(per, 0.99)),
+            "errors_by_status": _count(r.get("status") for r in records if r["kind"] == "error")}  # fmt: skip
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for i in items:
+        out[str(i)] = out.get(str(i), 0) + 1
+    return out
+
+
+def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
+    replies = ["The answer is 42.", "I get 42 as the answer.", "The answer is 41."]
+    members = [spawn(member_config(r, args.latency), tmp, f"member{i}") for i, r in enumerate(replies)]
+    fused, url = spawn(vote_config([u for _, u in members]), tmp, "vote")
+    procs = [p for p, _ in members] + [fused]
+    try:
+        for i, p in enumerate(procs):  # all five start at once
+            ready(p, f"server {i}")
+        for u, model in [*((u, "m") for _, u in members), (url, "vote3")]:  # warm up (imports, connections)
+            asyncio.run(drive(u, model, 4, args.warmup))
+        base = asyncio.run(drive(members[0][1], "m", args.clients, args.baseline_seconds))
+        killed_at: list[float] = []
+
+        async def killer() -> None:
+            await asyncio.sleep(args.seconds * args.kill_at)
+            killed_at.append(time.perf_counter())
+            members[2][0].send_signal(signal.SIGKILL)
+
+        t0 = time.perf_counter()
+        recs = asyncio.run(drive(url, "vote3", args.clients, args.seconds, killer))
+        wall = time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    k = killed_at[0]
+    before = [r for r in recs if r["t"] + r.get("latency", 0) < k]
+    after = [r for r in recs if r["t"] > k + args.settle]  # the steady state without the killed member
+    direct = summarize(base, args.baseline_seconds)
+    out = {"member_latency_ms": 1000 * args.latency, "clients": args.clients, "seconds": args.seconds,
+           "direct_member": direct, "vote": summarize(recs, wall),
+           "vote_before_kill": summarize(before, k - t0), "vote_after_kill": summarize(after, t0 + wall - k - args.settle),
+           "after_kill_answers_with_a_failed_member": sum(r.get("failed_members", 0) > 0 for r in after)}  # fmt: skip
+    v, d = out["vote_before_kill"], direct
+    if v["p50_ms"] is not None and d["p50_ms"] is not None:
+        out["overhead_vs_nominal_ms"] = {"p50": round(v["p50_ms"] - 1000 * args.latency, 2),
+                                         "p99": round(v["p99_ms"] - 1000 * args.latency, 2)}  # fmt: skip
+        out["overhead_vs_direct_member_ms"] = {"p50": round(v["p50_ms"] - d["p50_ms"], 2),
+                                               "p99": round(v["p99_ms"] - d["p99_ms"], 2)}  # fmt: skip
+    return out
+
+
+def mixed_part(args: argparse.Namespace, tmp: Path) -> dict:
+    """Greedy and temperature-50 requests sent together: every greedy reply must be the greedy text."""
+    cfg = ("backends:\n  add: {kind: hf, model: 'zoo:add'}\n"
+           "models:\n  add: {method: single, backend: add, max_model_len: 1024}\n")  # fmt: skip
+    proc, url = start(cfg, tmp, "mixed")
+    prompts = [f"Q: {a}+{b}= A:" for a, b in ((37, 48), (12, 7), (250, 250), (9, 91))]
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            ref = {p: c.post("/completions", json={"model": "add", "prompt": p, "max_tokens": 8,
+                                                    "temperature": 0}).json()["choices"][0]["text"]
+                   for p in prompts}  # fmt: skip
+
+        async def go() -> list[tuple[str, bool, str]]:
+            async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+
+                async def one(i: int) -> tuple[str, bool, str]:
+                    p, hot = prompts[i % len(prompts)], i % 4 == 3
+                    body = {"model": "add", "prompt": p, "max_tokens": 8, "temperature": 50.0 if hot else 0}
+                    r = await c.post("/completions", json=body)
+                    return p, hot, r.json()["choices"][0]["text"]
+
+                return await asyncio.gather(*(one(i) for i in range(args.mixed_requests)))
+
+        t0 = time.perf_counter()
+        outs = asyncio.run(go())
+        wall = time.perf_counter() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+    greedy = [(p, t) for p, hot, t in outs if not hot]
+    wrong = sum(t != ref[p] for p, t in greedy)
+    hot_differ = sum(t != ref[p] for p, hot, t in outs if hot)
+    return {"requests": len(outs), "greedy": len(greedy), "greedy_wrong": wrong,
+            "sampled": len(outs) - len(greedy), "sampled_not_greedy": hot_differ, "seconds": round(wall, 2)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="CI size: 8 clients, 4 s, 24 mixed requests")
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--baseline-seconds", type=float, default=10.0)
+    ap.add_argument("--latency", type=float, default=0.05, help="member latency in seconds (default 0.05)")
+    ap.add_argument(
+        "--kill-at", type=float, default=0.6, help="fraction of --seconds when a member is killed"
+    )
+    ap.add_argument("--mixed-requests", type=int, default=128)
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up traffic per server")
+    ap.add_argument("--settle", type=float, default=1.0, help="after the kill, seconds before 'after kill'")
+    ap.add_argument("--parts", default="vote,mixed")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.clients, args.seconds, args.baseline_seconds, args.mixed_requests = 8, 4.0, 1.0, 24
+        args.kill_at, args.warmup, args.settle = 0.25, 0.3, 0.5
+    report: dict = {"command": " ".join(["benchmarks/serve/run.py", *(argv or sys.argv[1:])])}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "vote" in args.parts:
+            report["vote"] = vote_part(args, Path(tmp))
+        if "mixed" in args.parts:  # after the timed part: loading a model would disturb it
+            report["mixed"] = mixed_part(args, Path(tmp))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
