@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "lmfuse.vote.command",
     "lmfuse.ensemble.command",
     "lmfuse.graft.command",
+    "lmfuse.merge.command",
     "lmfuse.moe.command",
     "lmfuse.exchange.command",
 ]
