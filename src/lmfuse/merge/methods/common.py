@@ -17,7 +17,10 @@ Sparsify = Callable[[torch.Tensor, dict, int], torch.Tensor]
 
 
 def magnitude_mask(tau: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the ``int(density · numel)`` largest-magnitude entries (TIES' trim); bool, shape of ``tau``."""
+    """Keep the ``int(density · numel)`` largest-magnitude entries (TIES' trim); bool, shape of ``tau``.
+
+    Exactly k entries are kept; among entries tied in magnitude at the cut, ``torch.topk`` decides.
+    """
     n = tau.numel()
     k = int(density * n)
     if k >= n:
