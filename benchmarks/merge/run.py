@@ -148,7 +148,7 @@ def dare_stats(out: Path, base: Path) -> dict:
     ro, rb = CheckpointReader(out), CheckpointReader(base)
     changed = total = 0
     s1 = s2 = 0.0
-    for n in ro.keys():
+    for n in ro:
         delta = ro.get(n).float() - rb.get(n).float()
         changed += int((delta != 0).sum())
         total += delta.numel()
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     mergekit = Path(args.mergekit) if args.mergekit and Path(args.mergekit).is_file() else None
     start = time.time()
     family = make_family(work, SIZES[size])
-    params = sum(t.numel() for t in (CheckpointReader(family["base"]).get(n) for n in CheckpointReader(family["base"]).keys()))  # fmt: skip
+    params = sum(t.numel() for t in (CheckpointReader(family["base"]).get(n) for n in CheckpointReader(family["base"])))  # fmt: skip
     results = {"size": size, "parameters": params, "machine": f"{platform.node()} {platform.machine()}",
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "mergekit": str(mergekit or "skipped"),
                "rows": [run_method(m, family, work, mergekit) for m in args.methods.split(",")]}  # fmt: skip

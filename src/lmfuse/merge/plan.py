@@ -77,8 +77,17 @@ class MergePlan:
         }
 
 
-def plan_merge(recipe: MergeRecipe, out: str | Path | None = None, overwrite: bool = False) -> MergePlan:
-    """Check ``recipe`` against its models (and ``out``); raises ``ConfigError`` with every problem."""
+def plan_merge(
+    recipe: MergeRecipe,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    opened: dict[str, SourceModel] | None = None,
+) -> MergePlan:
+    """Check ``recipe`` against its models (and ``out``); raises ``ConfigError`` with every problem.
+
+    ``opened`` caches opened models by name across calls (merge search plans many candidates).
+    """
+    opened = {} if opened is None else opened
     problems = list(recipe.validate())
     if out is not None:
         try:
@@ -88,7 +97,9 @@ def plan_merge(recipe: MergeRecipe, out: str | Path | None = None, overwrite: bo
     sources: dict[str, SourceModel] = {}
     for name in recipe.model_names():
         try:
-            sources[name] = open_source(name)
+            if name not in opened:
+                opened[name] = open_source(name)
+            sources[name] = opened[name]
         except LmfuseError as exc:
             problems.append(str(exc))
     if problems:
