@@ -23,6 +23,7 @@ from lmfuse.graft.plan import RUNTIME_BYTES, TOKENIZER_FILES, remap_layers
 from lmfuse.graft.sources import SourceModel, meta_model, open_source
 from lmfuse.merge.methods import MergeMethod
 from lmfuse.merge.recipe import MergeRecipe, merge_groups, resolve_params
+from lmfuse.merge.union import UnionVocab, build_union
 
 
 @dataclass
@@ -40,6 +41,9 @@ class MergeJob:
     params: dict[str, Any]
     layer: int | None = None
     """Output layer, ``None`` for embeddings, final norm and head."""
+    rows: list[list[int]] | None = None
+    """With ``tokenizer_source: union``, for embeddings and ``lm_head``: per source (base first), the
+    source row of each union token (−1: the source lacks it)."""
 
 
 @dataclass
@@ -54,6 +58,7 @@ class MergePlan:
     work_dtype: torch.dtype
     tokenizer_model: str
     num_layers: int
+    union: UnionVocab | None = None
     output_bytes: int = 0
     peak_memory_bytes: int = 0
     layer_map: list[tuple[str, int]] = field(default_factory=list)
@@ -113,9 +118,14 @@ def plan_merge(
         raise ConfigError(problems, source="merge recipe")
     ref = sources[recipe.base_model or recipe.model_names()[0]]
     work = _work_dtype(recipe, sources)
-    jobs = _jobs(recipe, method, sources, ref, slices, problems)
+    union = _union(recipe, ref, sources, problems) if recipe.tokenizer_source == "union" else None
+    if problems:
+        raise ConfigError(problems, source="merge recipe")
+    jobs = _jobs(recipe, method, sources, ref, slices, problems, union)
     layer_map = [(m, j) for sl in slices for (m, j) in _ref_layers(sl)]
     config = remap_layers(ref.name, {n: s.config for n, s in sources.items()}, layer_map, problems)
+    if union is not None:
+        config["vocab_size"] = union.size
     if recipe.out_dtype or recipe.dtype:
         config["dtype"] = recipe.out_dtype or recipe.dtype
         config["dtype"] = str(DTYPES[config["dtype"]]).removeprefix("torch.")
@@ -129,7 +139,7 @@ def plan_merge(
     tok = recipe.tokenizer_source
     tok_model = ref.name if tok in (None, "base", "union") else tok
     plan = MergePlan(
-        recipe, method, sources, jobs, config, work, tok_model, len(layer_map), layer_map=layer_map
+        recipe, method, sources, jobs, config, work, tok_model, len(layer_map), union, layer_map=layer_map
     )
     plan.output_bytes = sum(j.dtype.itemsize * _numel(j.shape) for j in jobs)
     largest = max(_numel(j.shape) for j in jobs) * work.itemsize
@@ -146,11 +156,24 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def _tokenizer_digest(src: SourceModel) -> str:
+    """A digest of what fixes token ids: the vocabulary files (``tokenizer.json``'s model and added
+    tokens, ``tokenizer.model``, ``vocab.json``, ``merges.txt``) — not ``tokenizer_config.json``, whose
+    chat template fine-tunes often change without changing a single id."""
+    import json
+
     h = hashlib.sha256()
     for name in TOKENIZER_FILES:
         f = src.directory / name
-        if f.is_file():
-            h.update(name.encode() + b"\0" + f.read_bytes())
+        if name == "tokenizer_config.json" or not f.is_file():
+            continue
+        data = f.read_bytes()
+        if name == "tokenizer.json":
+            try:
+                spec = json.loads(data)
+                data = json.dumps([spec.get("model"), spec.get("added_tokens")], sort_keys=True).encode()
+            except ValueError:
+                pass
+        h.update(name.encode() + b"\0" + data)
     return h.hexdigest()
 
 
@@ -179,6 +202,8 @@ def _compatibility_problems(recipe: MergeRecipe, sources: dict[str, SourceModel]
                     f"{key} differs: {ref.name!r} {ref.config.get(key)}, {name!r} {src.config.get(key)}; "
                     "weight merging needs models of one shape (fine-tunes of one base)"
                 )
+        if recipe.tokenizer_source == "union":
+            continue  # vocabularies may differ: embeddings are merged over their union
         if src.config.get("vocab_size") != ref.config.get("vocab_size"):
             problems.append(
                 f"vocabulary sizes differ: {ref.name!r} has {ref.config.get('vocab_size')} tokens, {name!r} has "
@@ -189,8 +214,6 @@ def _compatibility_problems(recipe: MergeRecipe, sources: dict[str, SourceModel]
                 f"tokenizers of {ref.name!r} and {name!r} differ (same size, different files); merging "
                 "embeddings row by row needs one tokenizer"
             )
-    if recipe.tokenizer_source == "union":
-        problems.append("tokenizer_source: union is not implemented yet; use base or one of the models")
     return problems
 
 
@@ -253,6 +276,7 @@ def _jobs(
     ref: SourceModel,
     slices: list[Slice],
     problems: list[str],
+    union: UnionVocab | None = None,
 ) -> list[MergeJob]:
     """One job per output tensor: embeddings (position 0), each layer's tensors, then the rest (1)."""
     named = recipe.out_dtype or recipe.dtype
@@ -271,10 +295,17 @@ def _jobs(
             per_model.append(values)
         params, missing = resolve_params([recipe.parameters], method.global_params, name, position)
         problems.extend(f"parameters.{k}: no value for tensor {name!r} (no filter matches)" for k in missing)
-        meta = _common_meta(sources, srcs, name, problems)
+        rows = None
+        if union is not None and layer is None and _is_vocab_tensor(sources, srcs[0]):
+            rows = [union.rows[m] for m, _ in srcs]
+        meta = _common_meta(sources, srcs, name, problems, vocab=rows is not None)
         if meta is not None:
             shape, stored = meta
-            jobs.append(MergeJob(name, shape, out_dtype or stored, inputs, base, per_model, params, layer))
+            if rows is not None:
+                shape = (union.size, *shape[1:])
+            jobs.append(
+                MergeJob(name, shape, out_dtype or stored, inputs, base, per_model, params, layer, rows)
+            )
 
     first, last = slices[0], slices[-1]
     for t in ref.embed_names:
@@ -301,17 +332,46 @@ def _jobs(
     return jobs
 
 
+def _is_vocab_tensor(sources: dict[str, SourceModel], src: tuple[str, str]) -> bool:
+    """An input embedding, or a 2-D non-layer tensor with one row per token (``lm_head``)."""
+    model, tensor = src
+    shape, _ = sources[model].reader.meta(tensor)
+    vocab = sources[model].config.get("vocab_size")
+    return tensor in sources[model].embed_names or (len(shape) == 2 and shape[0] == vocab)
+
+
+def _union(recipe: MergeRecipe, ref: SourceModel, sources: dict[str, SourceModel], problems: list[str]):
+    """The union vocabulary, after checking every model's token ids fit its embedding rows."""
+    try:
+        union = build_union(ref.name, {name: src.directory for name, src in sources.items()})
+    except Exception as exc:  # noqa: BLE001 - tokenizers fail to load in many ways
+        problems.append(f"tokenizer_source: union: cannot load every model's tokenizer ({exc})")
+        return None
+    for name, rows in union.rows.items():
+        n_rows = sources[name].reader.meta(sources[name].embed_names[0])[0][0]
+        if max(rows) >= n_rows:
+            problems.append(
+                f"model {name!r}: its tokenizer has ids up to {max(rows)} but its embedding has {n_rows} rows"
+            )
+    return union
+
+
 def _common_meta(
-    sources: dict[str, SourceModel], srcs: list[tuple[str, str]], name: str, problems: list[str]
+    sources: dict[str, SourceModel],
+    srcs: list[tuple[str, str]],
+    name: str,
+    problems: list[str],
+    vocab: bool = False,
 ) -> tuple[tuple[int, ...], torch.dtype] | None:
-    """Shape and stored dtype of the first input, after checking every input has it with that shape."""
+    """Shape and stored dtype of the first input, after checking every input has it with that shape
+    (all but the first dimension for ``vocab`` tensors, whose rows follow each model's tokenizer)."""
     metas = []
     for model, tensor in srcs:
         if tensor not in sources[model].reader:
             problems.append(f"tensor {tensor!r} (for output {name!r}) is missing from {model!r}")
             return None
         metas.append(sources[model].reader.meta(tensor))
-    shapes = {tuple(s) for s, _ in metas}
+    shapes = {tuple(s)[1:] if vocab else tuple(s) for s, _ in metas}
     if len(shapes) > 1:
         problems.append(
             f"tensor {name!r} has different shapes across models: "

@@ -25,6 +25,7 @@ from lmfuse.errors import CheckpointError, ConfigError
 from lmfuse.merge.methods import TensorRng
 from lmfuse.merge.plan import MergeJob, MergePlan, plan_merge
 from lmfuse.merge.recipe import MergeRecipe
+from lmfuse.merge.union import gather_rows, union_tokenizer_files
 
 PLAN_FILE = "merge_plan.json"
 
@@ -90,6 +91,11 @@ def compute(plan: MergePlan, job: MergeJob, device: torch.device) -> torch.Tenso
 
     inputs = [read(r) for r in job.inputs]
     base = read(job.base) if job.base is not None else None
+    if job.rows is not None:  # tokenizer_source: union — every input re-indexed to the union vocabulary
+        both = gather_rows(
+            ([base] if base is not None else []) + inputs, job.rows, 0 if base is not None else None
+        )
+        base, inputs = (both[0], both[1:]) if base is not None else (None, both)
     rng = TensorRng(plan.recipe.random_seed, job.name)
     with torch.no_grad():
         out = plan.method.fn(inputs, base, job.per_model, job.params, rng)
@@ -156,7 +162,15 @@ def merge(
         recipe_yaml=dump_yaml(recipe),
         provenance_record=record,
         side_files_from=plan.sources[plan.tokenizer_model].directory,
-        extra_files={PLAN_FILE: json.dumps(plan.to_json(), indent=1) + "\n", "README.md": model_card(plan)},
+        extra_files={
+            PLAN_FILE: json.dumps(plan.to_json(), indent=1) + "\n",
+            "README.md": model_card(plan),
+            **(
+                union_tokenizer_files(plan.sources[plan.tokenizer_model].directory, plan.union)
+                if plan.union
+                else {}
+            ),
+        },
         overwrite=overwrite,
         max_shard_bytes=max_shard_bytes,
         progress=progress,
