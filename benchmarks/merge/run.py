@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -148,7 +149,7 @@ def dare_stats(out: Path, base: Path) -> dict:
     ro, rb = CheckpointReader(out), CheckpointReader(base)
     changed = total = 0
     s1 = s2 = 0.0
-    for n in ro:
+    for n in list(ro.keys()):
         delta = ro.get(n).float() - rb.get(n).float()
         changed += int((delta != 0).sum())
         total += delta.numel()
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     mergekit = Path(args.mergekit) if args.mergekit and Path(args.mergekit).is_file() else None
     start = time.time()
     family = make_family(work, SIZES[size])
-    params = sum(t.numel() for t in (CheckpointReader(family["base"]).get(n) for n in CheckpointReader(family["base"])))  # fmt: skip
+    base = CheckpointReader(family["base"])
+    params = sum(math.prod(base.meta(n)[0]) for n in list(base.keys()))
     results = {"size": size, "parameters": params, "machine": f"{platform.node()} {platform.machine()}",
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "mergekit": str(mergekit or "skipped"),
                "rows": [run_method(m, family, work, mergekit) for m in args.methods.split(",")]}  # fmt: skip
