@@ -20,7 +20,7 @@ from typing import Any
 
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.jsonl import BadRecord, describe, read_records
-from lmfuse.errors import ConfigError
+from lmfuse.errors import ConfigError, LmfuseError
 from lmfuse.merge.recipe import MergeRecipe, recipe_from_dict
 
 BOUNDS = {"weight": (0.0, 1.5), "density": (0.1, 1.0)}
@@ -154,7 +154,11 @@ def search(recipe: MergeRecipe, config: SearchConfig | None = None, progress: bo
 
 def _search(recipe: MergeRecipe, config: SearchConfig, progress: bool) -> SearchResult:
     import numpy as np
-    from cmaes import CMA
+
+    try:
+        from cmaes import CMA
+    except ImportError:
+        raise LmfuseError("merge search needs the cmaes package: pip install 'lmfuse[merge]'") from None
     from tqdm.auto import tqdm
 
     from lmfuse.core.loading import load_tokenizer
