@@ -172,3 +172,22 @@ def test_slices_merge_layer_ranges(family, tmp_path):
     import json
 
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["linear", "ties", "dare_ties", "della"])
+def test_cuda_merge_matches_cpu(method, family, tmp_path):
+    models = [
+        {
+            "model": family[k],
+            "parameters": {"weight": 0.5, **({"density": 0.5} if method != "linear" else {})},
+        }
+        for k in "ab"
+    ]
+    base = None if method == "linear" else family["base"]
+    r = recipe(merge_method=method, base_model=base, models=models, random_seed=1)
+    cpu = tensors(merge(r, tmp_path / "cpu").out)
+    gpu = tensors(merge(r, tmp_path / "gpu", device="cuda").out)
+    for name, t in cpu.items():  # masks come from CPU generators, so DARE/DELLA agree too
+        assert torch.allclose(gpu[name], t, rtol=1e-6, atol=1e-7), name

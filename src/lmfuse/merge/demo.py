@@ -8,7 +8,7 @@ import time
 from lmfuse import zoo
 from lmfuse.demo import DemoContext, DemoRow
 
-SEARCH_BUDGET = 10
+SEARCH_BUDGET = 8
 """Merges the demo's search evaluates (small, so the demo stays quick)."""
 
 
