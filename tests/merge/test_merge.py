@@ -107,30 +107,34 @@ def test_gradient_gives_layer_i_weight_i_over_n_minus_1_and_filters_pick_by_name
                 assert second == 0.5
 
 
-@pytest.mark.parametrize("method", ["linear", "ties", "dare_ties", "slerp", "model_stock", "della"])
+def finetune_recipe(method: str, family: dict, **extra):
+    """``method`` over the fine-tunes a, b, c of base (two for nuslerp, one for slerp)."""
+    m = get_method(method)
+    names = {"slerp": "a", "nuslerp": "ab"}.get(method, "abc")
+    params = {k: v for k, v in {"weight": 0.5, "density": 0.6}.items() if k in m.model_params}
+    models = [{"model": family[k], "parameters": dict(params)} for k in names]
+    fields = dict(merge_method=method, models=models, **extra)
+    if m.base != "unused":
+        fields["base_model"] = family["base"]
+    if method == "slerp":
+        models.insert(0, {"model": family["base"]})
+        fields["parameters"] = {"t": [0, 0.5, 1]}
+    return recipe(**fields)
+
+
+@pytest.mark.parametrize("method", method_names())
 def test_merges_load_in_transformers_and_generate_the_same_with_and_without_cache(method, family, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    if method in ("slerp",):
-        models = [{"model": family["base"]}, {"model": family["a"]}]
-        params = {"t": [0, 0.5, 1]}
-    else:
-        models = [{"model": family[k], "parameters": {"weight": 0.5, "density": 0.6}} for k in "abc"]
-        if method in ("linear", "model_stock"):
-            models = [
-                {"model": m["model"], **({"parameters": {"weight": 0.5}} if method == "linear" else {})}
-                for m in models
-            ]
-        params = {}
-    base = None if method == "linear" else str(family["base"])
-    r = recipe(merge_method=method, base_model=base, models=models, parameters=params, random_seed=3)
-    out = merge(r, tmp_path / "m").out
+    out = merge(finetune_recipe(method, family, random_seed=3), tmp_path / "m").out
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     ids = torch.tensor([[1, 5, 9, 12, 7]])
     with torch.no_grad():
         a = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
         b = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False)
     assert torch.equal(a, b)
+    merged, base = tensors(out), tensors(family["base"])
+    assert any(not torch.equal(merged[k], base[k]) for k in base if "mlp" in k)  # it did merge something
     saved = yaml.safe_load((out / "lmfuse_recipe.yaml").read_text())
     assert saved["merge_method"] == method and saved["random_seed"] == 3
     assert (out / "merge_plan.json").is_file() and (out / "README.md").is_file()
