@@ -60,16 +60,20 @@ def combine(
     whose sign agrees with the elected sign, divided (if ``normalize``) by the sum of the weights of
     exactly those entries (a zero divisor counts as 1, i.e. the entry stays 0).
     """
+    if not elect:  # a running sum: no (models, ...) stack
+        merged = torch.zeros_like(base)
+        for w_i, tau in zip(weights, taus, strict=True):
+            merged.add_(tau, alpha=w_i)
+        if normalize:
+            total = sum(weights)
+            merged.div_(total if abs(total) >= 1e-12 else 1.0)
+        return base + lam * merged
     w = torch.tensor(list(weights), dtype=base.dtype, device=base.device).reshape(-1, *[1] * base.dim())
     weighted = torch.stack(list(taus)) * w
-    if elect:
-        keep = torch.sign(weighted) == sign_election(weighted)
-        merged = (weighted * keep).sum(dim=0)
-        divisor = (w * keep).sum(dim=0)
-    else:
-        merged = weighted.sum(dim=0)
-        divisor = w.sum(dim=0).expand_as(merged)
-    del weighted
+    keep = torch.sign(weighted) == sign_election(weighted)
+    merged = (weighted * keep).sum(dim=0)
+    divisor = (w * keep).sum(dim=0)
+    del weighted, keep
     if normalize:
         divisor = torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor)
         merged = merged / divisor

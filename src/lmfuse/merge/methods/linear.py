@@ -22,10 +22,10 @@ def linear(tensors, base, per_model, params, rng) -> torch.Tensor:
     weights = [p["weight"] for p in per_model]
     out = torch.zeros_like(tensors[0])
     for w, t in zip(weights, tensors, strict=True):
-        out += w * t
+        out.add_(t, alpha=w)  # in place: no temporary per model
     total = sum(weights)
     if params["normalize"]:
         if abs(total) < 1e-12:
             raise ValueError("linear: the weights sum to 0; cannot normalize (set normalize: false)")
-        out /= total
+        out.div_(total)
     return out
