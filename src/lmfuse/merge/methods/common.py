@@ -36,15 +36,6 @@ def random_mask(tau: torch.Tensor, keep: float | torch.Tensor, rng: TensorRng, i
     return rng.uniform(index, tau) < keep
 
 
-def sign_election(weighted: torch.Tensor) -> torch.Tensor:
-    """TIES' elected sign per entry: the sign of the sum of the weighted task vectors.
-
-    ``weighted``: ``(models, ...)`` holding w_i τ_i (trimmed). Returns ``(...)`` in {−1, 0, 1}. This is
-    the "sum" election (total signed mass); entries whose weighted values disagree with it are dropped.
-    """
-    return torch.sign(weighted.sum(dim=0))
-
-
 def combine(
     base: torch.Tensor,
     taus: Sequence[torch.Tensor],
@@ -58,7 +49,8 @@ def combine(
 
     Without election: Σ w_i τ_i, divided by Σ w_i if ``normalize``. With election: Σ over the entries
     whose sign agrees with the elected sign, divided (if ``normalize``) by the sum of the weights of
-    exactly those entries (a zero divisor counts as 1, i.e. the entry stays 0).
+    exactly those entries (a zero divisor counts as 1, i.e. the entry stays 0). The elected sign is
+    TIES' "sum" election: the sign of Σ w_i τ_i, the side carrying the most weighted mass.
     """
     if not elect:  # a running sum: no (models, ...) stack
         merged = torch.zeros_like(base)
@@ -68,12 +60,19 @@ def combine(
             total = sum(weights)
             merged.div_(total if abs(total) >= 1e-12 else 1.0)
         return base + lam * merged
-    w = torch.tensor(list(weights), dtype=base.dtype, device=base.device).reshape(-1, *[1] * base.dim())
-    weighted = torch.stack(list(taus)) * w
-    keep = torch.sign(weighted) == sign_election(weighted)
-    merged = (weighted * keep).sum(dim=0)
-    divisor = (w * keep).sum(dim=0)
-    del weighted, keep
+    # Election and disjoint merge one model at a time: memory stays a few tensors, not (models, ...).
+    total = torch.zeros_like(base)
+    for w_i, tau in zip(weights, taus, strict=True):
+        total.add_(tau, alpha=w_i)
+    elected = torch.sign(total)
+    del total
+    merged, divisor = torch.zeros_like(base), torch.zeros_like(base)
+    for w_i, tau in zip(weights, taus, strict=True):
+        weighted = tau * w_i
+        keep = torch.sign(weighted) == elected
+        merged.add_(weighted * keep)
+        divisor.add_(keep, alpha=w_i)
+        del weighted, keep
     if normalize:
         divisor = torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor)
         merged = merged / divisor
