@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ensemble": ("lmfuse.ensemble.command", "token-level probability ensemble: several models decode as one"),
     "graft": ("lmfuse.graft.command", "new checkpoints from layer slices (depth up-scaling, splicing)"),
     "train": ("lmfuse.graft.command", "continued pre-training of a causal LM on text or JSONL files"),
+    "merge": ("lmfuse.merge.command", "weight-space merging of fine-tunes (mergekit recipes), merge search"),
     "moe": (
         "lmfuse.moe.command",
         "mixture-of-experts: build MoE checkpoints, train routers, inspect routing",

@@ -19,6 +19,7 @@ DEMO_MODULES = [
     "lmfuse.vote.demo",
     "lmfuse.ensemble.demo",
     "lmfuse.graft.demo",
+    "lmfuse.merge.demo",
     "lmfuse.moe.demo",
     "lmfuse.exchange.demo",
 ]

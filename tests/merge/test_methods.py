@@ -1,0 +1,134 @@
+"""Invariants of the merge methods on plain tensors (no models): endpoints, reductions, DARE's law."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmfuse.merge.methods import TensorRng, get_method
+
+G = torch.Generator().manual_seed(0)
+BASE = torch.randn(64, 48, generator=G, dtype=torch.float64)
+A = BASE + 0.1 * torch.randn(64, 48, generator=G, dtype=torch.float64)
+B = BASE + 0.1 * torch.randn(64, 48, generator=G, dtype=torch.float64)
+
+
+def run(method: str, tensors, base, per_model, seed: int = 0, name: str = "w", **params):
+    m = get_method(method)
+    defaults = {k: p.default for k, p in m.global_params.items()}
+    model_defaults = {k: p.default for k, p in m.model_params.items()}
+    per_model = [{**model_defaults, **p} for p in per_model]
+    return m.fn(list(tensors), base, per_model, {**defaults, **params}, TensorRng(seed, name))
+
+
+def test_slerp_endpoints_and_colinear_midpoint_is_linear():
+    assert torch.equal(run("slerp", [B], A, [{}], t=0.0), A)
+    assert torch.equal(run("slerp", [B], A, [{}], t=1.0), B)
+    mid = run("slerp", [B], A, [{}], t=0.5)
+    assert not torch.allclose(mid, 0.5 * A + 0.5 * B)  # not colinear: a real spherical path
+    assert mid.norm() > (0.5 * A + 0.5 * B).norm()  # SLERP keeps the norm that averaging loses
+    colinear = 2.5 * A
+    linear = run("linear", [A, colinear], None, [{"weight": 0.5}, {"weight": 0.5}])
+    assert torch.allclose(run("slerp", [colinear], A, [{}], t=0.5), linear, rtol=0, atol=1e-12)
+
+
+def test_task_arithmetic_is_base_plus_weighted_deltas():
+    out = run("task_arithmetic", [A, B], BASE, [{"weight": 0.3}, {"weight": 0.7}], **{"lambda": 2.0})
+    assert torch.allclose(out, BASE + 2.0 * (0.3 * (A - BASE) + 0.7 * (B - BASE)))
+
+
+def test_density_one_reduces_to_task_arithmetic():
+    w = [{"weight": 0.4, "density": 1.0}, {"weight": 0.6, "density": 1.0}]
+    ta = run("task_arithmetic", [A, B], BASE, w)
+    assert torch.equal(run("dare_linear", [A, B], BASE, w), ta)
+    # TIES elects a sign per entry: with density 1 and normalize false it is task arithmetic exactly
+    # where both task vectors agree in sign; elsewhere only the elected (majority-mass) sign survives.
+    ties = run("ties", [A, B], BASE, w, normalize=False)
+    agree = torch.sign(A - BASE) == torch.sign(B - BASE)
+    assert agree.any() and (~agree).any()
+    assert torch.allclose(ties[agree], ta[agree])
+    assert not torch.allclose(ties[~agree], ta[~agree])
+    assert torch.equal(run("dare_ties", [A, B], BASE, w, normalize=False), ties)
+    # One model: no conflict, so TIES and DARE-TIES at density 1 equal task arithmetic.
+    one = [{"weight": 0.8, "density": 1.0}]
+    ta1 = run("task_arithmetic", [A], BASE, one)
+    assert torch.allclose(run("ties", [A], BASE, one, normalize=False), ta1)
+    assert torch.allclose(run("dare_ties", [A], BASE, one, normalize=False), ta1)
+
+
+def test_ties_trim_keeps_the_top_density_fraction_and_normalises_over_agreeing_weights():
+    d = 0.25
+    out = run("ties", [A], BASE, [{"weight": 0.5, "density": d}])  # normalize true: ÷ 0.5 where kept
+    delta = (out - BASE).reshape(-1)
+    tau = (A - BASE).reshape(-1)
+    kept = delta != 0
+    assert kept.sum() == int(d * tau.numel())
+    assert tau.abs()[kept].min() >= tau.abs()[~kept].max()
+    assert torch.allclose(delta[kept], tau[kept])
+
+
+def test_dare_kept_fraction_and_expectation():
+    base = torch.zeros(1000, 1000)
+    tau = torch.randn(1000, 1000, generator=torch.Generator().manual_seed(1))
+    d = 0.3
+    out = run("dare_linear", [base + tau], base, [{"density": d}])
+    kept = (out != 0).float().mean().item()
+    assert abs(kept - d) < 0.01 * d  # within 1% of the density on a million entries
+    assert torch.allclose(out[out != 0], tau[out != 0] / d)  # rescaled by 1/d
+    # Expectation: averaged over many seeds, DARE's task vector approaches τ.
+    small_tau = tau[:20, :20]
+    mean = (
+        sum(
+            run("dare_linear", [small_tau], torch.zeros(20, 20), [{"density": d}], seed=s)
+            for s in range(2000)
+        )
+        / 2000
+    )
+    assert (mean - small_tau).abs().max() < 0.15 * small_tau.abs().max()
+    assert abs(float(mean.sum() - small_tau.sum())) < 0.05 * float(small_tau.abs().sum())
+
+
+def test_dare_masks_depend_only_on_seed_name_and_model():
+    w = [{"density": 0.5}, {"density": 0.5}]
+    one = run("dare_ties", [A, B], BASE, w, seed=7, name="layer.3.mlp")
+    assert torch.equal(one, run("dare_ties", [A, B], BASE, w, seed=7, name="layer.3.mlp"))
+    assert not torch.equal(one, run("dare_ties", [A, B], BASE, w, seed=8, name="layer.3.mlp"))
+    assert not torch.equal(one, run("dare_ties", [A, B], BASE, w, seed=7, name="layer.4.mlp"))
+
+
+def test_model_stock_ratio_and_karcher_of_two_is_slerp_midpoint():
+    out = run("model_stock", [A, B], BASE, [{}, {}])
+    ta, tb = (A - BASE).reshape(-1), (B - BASE).reshape(-1)
+    cos = float(ta @ tb / (ta.norm() * tb.norm()))
+    t = 2 * cos / (1 + cos)
+    assert torch.allclose(out, t * (A + B) / 2 + (1 - t) * BASE)
+    # The Karcher mean of two unit-norm tensors with equal weights is their SLERP midpoint.
+    ua, ub = A / A.norm(), B / B.norm()
+    k = run("karcher", [ua, ub], None, [{}, {}], max_iter=50, tol=1e-12)
+    assert torch.allclose(k, run("slerp", [ub], ua, [{}], t=0.5), atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["breadcrumbs", "della", "della_linear", "breadcrumbs_ties"])
+def test_sparse_methods_drop_entries_and_stay_near_the_deltas(method):
+    params = {"density": 0.5, **({"gamma": 0.05} if "bread" in method else {"epsilon": 0.1})}
+    out = run(method, [A], BASE, [params])
+    delta = out - BASE
+    frac = (delta != 0).float().mean().item()
+    assert 0.4 < frac < 0.6
+    if "bread" in method:  # the largest 5% are dropped as outliers
+        tau = (A - BASE).abs().reshape(-1)
+        top = torch.argsort(tau, descending=True)[: int(0.05 * tau.numel())]
+        assert delta.reshape(-1)[top].abs().max() == 0
+
+
+def test_nuslerp_weights_and_row_wise():
+    # Equal weights, no base: the SLERP midpoint; with a base: SLERP of the task vectors.
+    assert torch.allclose(
+        run("nuslerp", [A, B], None, [{"weight": 1}, {"weight": 1}]), run("slerp", [B], A, [{}], t=0.5)
+    )
+    with_base = run("nuslerp", [A, B], BASE, [{"weight": 1}, {"weight": 3}])
+    assert torch.allclose(with_base, BASE + run("slerp", [B - BASE], A - BASE, [{}], t=0.75))
+    rows = run(
+        "nuslerp", [A, B], None, [{"weight": 1}, {"weight": 1}], nuslerp_flatten=False, nuslerp_row_wise=True
+    )
+    assert torch.allclose(rows[3], run("slerp", [B[3]], A[3], [{}], t=0.5))
