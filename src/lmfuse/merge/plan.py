@@ -9,7 +9,7 @@ every problem found. Gradients and filters are resolved here to one value per te
 
 from __future__ import annotations
 
-import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,9 @@ import torch
 
 from lmfuse.core.atomic import check_output_dir
 from lmfuse.core.loading import DTYPES
+from lmfuse.core.tokenizers import tokenizer_difference
 from lmfuse.errors import ConfigError, LmfuseError
-from lmfuse.graft.plan import RUNTIME_BYTES, TOKENIZER_FILES, remap_layers
+from lmfuse.graft.plan import RUNTIME_BYTES, remap_layers
 from lmfuse.graft.sources import SourceModel, meta_model, open_source
 from lmfuse.merge.methods import MergeMethod
 from lmfuse.merge.recipe import MergeRecipe, merge_groups, resolve_params
@@ -141,40 +142,11 @@ def plan_merge(
     plan = MergePlan(
         recipe, method, sources, jobs, config, work, tok_model, len(layer_map), union, layer_map=layer_map
     )
-    plan.output_bytes = sum(j.dtype.itemsize * _numel(j.shape) for j in jobs)
-    largest = max(_numel(j.shape) for j in jobs) * work.itemsize
+    plan.output_bytes = sum(j.dtype.itemsize * math.prod(j.shape) for j in jobs)
+    largest = max(math.prod(j.shape) for j in jobs) * work.itemsize
     n_inputs = max(len(j.inputs) + (j.base is not None) for j in jobs)
     plan.peak_memory_bytes = RUNTIME_BYTES + (n_inputs + 2) * largest
     return plan
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-def _tokenizer_digest(src: SourceModel) -> str:
-    """A digest of what fixes token ids: the vocabulary files (``tokenizer.json``'s model and added
-    tokens, ``tokenizer.model``, ``vocab.json``, ``merges.txt``) — not ``tokenizer_config.json``, whose
-    chat template fine-tunes often change without changing a single id."""
-    import json
-
-    h = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        f = src.directory / name
-        if name == "tokenizer_config.json" or not f.is_file():
-            continue
-        data = f.read_bytes()
-        if name == "tokenizer.json":
-            try:
-                spec = json.loads(data)
-                data = json.dumps([spec.get("model"), spec.get("added_tokens")], sort_keys=True).encode()
-            except ValueError:
-                pass
-        h.update(name.encode() + b"\0" + data)
-    return h.hexdigest()
 
 
 def _compatibility_problems(recipe: MergeRecipe, sources: dict[str, SourceModel]) -> list[str]:
@@ -209,10 +181,9 @@ def _compatibility_problems(recipe: MergeRecipe, sources: dict[str, SourceModel]
                 f"vocabulary sizes differ: {ref.name!r} has {ref.config.get('vocab_size')} tokens, {name!r} has "
                 f"{src.config.get('vocab_size')}; merge models that share a tokenizer"
             )
-        elif _tokenizer_digest(src) != _tokenizer_digest(ref):
+        elif diff := tokenizer_difference(ref.directory, src.directory, ref.name, name):
             problems.append(
-                f"tokenizers of {ref.name!r} and {name!r} differ (same size, different files); merging "
-                "embeddings row by row needs one tokenizer"
+                f"{diff}; merging embeddings row by row needs one tokenizer (or tokenizer_source: union)"
             )
     return problems
 
