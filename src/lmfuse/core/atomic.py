@@ -239,8 +239,8 @@ def _refuse_dir(path: Path) -> None:
         raise CheckpointError(f"output {path} is a directory; expected a file path")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file via a temporary file in the same directory and an atomic rename."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file via a temporary file in the same directory and an atomic rename."""
     path = Path(path)
     _refuse_dir(path)
     check_writable(path)
@@ -248,13 +248,31 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _mkstemp_beside(path)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically (see ``atomic_write_bytes``)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig, path: str | Path, dpi: float | None = None) -> Path:
+    """Render a matplotlib figure in memory (format from the suffix) and write it atomically, so a
+    failed or interrupted save never leaves a half-written picture."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    kwargs = {} if dpi is None else {"dpi": dpi}
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower(), **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def check_output_file(path: str | Path, overwrite: bool = False) -> Path:

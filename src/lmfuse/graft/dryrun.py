@@ -71,8 +71,9 @@ def plot_plan(plan: GraftPlan, path: str | Path) -> Path:
     ax.set_title(f"graft plan: {len(plan.layer_map)} layers, {plan.num_parameters:,} parameters")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from lmfuse.core.atomic import save_figure
+
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)

@@ -72,8 +72,9 @@ def plot_plan(plan: MergePlan, path: str | Path) -> Path:
     ax.set_title(f"merge plan: {plan.method.name}, {plan.num_layers} layers")
     ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from lmfuse.core.atomic import save_figure
+
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)

@@ -98,6 +98,9 @@ def plot_load(result: InspectResult, path: str | Path) -> Path:
     ax.set_title("share of routed tokens")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    from lmfuse.core.atomic import save_figure
+
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
