@@ -8,9 +8,6 @@ import time
 from lmfuse import zoo
 from lmfuse.demo import DemoContext, DemoRow
 
-MAX_NEW_TOKENS = 6
-"""Zoo answers are at most 5 characters, then EOS (what ``zoo.hf_generate_fn`` uses too)."""
-
 
 def _row(ctx: DemoContext, name: str, members: list[str], note: str, **kwargs) -> DemoRow:
     from lmfuse.ensemble import Ensemble
@@ -18,7 +15,7 @@ def _row(ctx: DemoContext, name: str, members: list[str], note: str, **kwargs) -
     start = time.perf_counter()
     ens = Ensemble([ctx.member(m) for m in members], **kwargs)
     result = zoo.evaluate(
-        lambda prompts: ens.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, batch_size=64), ctx.questions
+        lambda prompts: ens.generate(prompts, max_new_tokens=zoo.MAX_NEW_TOKENS, batch_size=64), ctx.questions
     )
     best = max(members, key=lambda m: ctx.results[m].accuracy if m in ctx.results else -1.0)
     if best in ctx.results:

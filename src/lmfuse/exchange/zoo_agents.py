@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+from lmfuse import zoo
 from lmfuse.backends import BackendConfig
 from lmfuse.backends.hf import HFBackend
 from lmfuse.exchange.config import AgentConfig, EoTConfig
@@ -29,7 +30,7 @@ def zoo_eot(
     config = EoTConfig(
         backends={m: BackendConfig(kind="hf", model=f"zoo:{m}") for m in dict.fromkeys(members)},
         agents=[
-            AgentConfig(name=a, backend=m, prompt_format="qa_lines", max_tokens=6)
+            AgentConfig(name=a, backend=m, prompt_format="qa_lines", max_tokens=zoo.MAX_NEW_TOKENS)
             for a, m in zip(names, members, strict=True)
         ],
         topology=topology,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmfuse.errors import ModelNotFoundError
-from lmfuse.zoo.evaluate import EvalResult, evaluate, extract_number, hf_generate_fn, score
+from lmfuse.zoo.evaluate import MAX_NEW_TOKENS, EvalResult, evaluate, extract_number, hf_generate_fn, score
 from lmfuse.zoo.questions import OPS, Question, eval_set, sample_question
 
 ROOT = Path(__file__).parent / "models"
@@ -41,6 +41,6 @@ def load(name: str, dtype: str = "float32"):
 
 
 __all__ = [
-    "MEMBERS", "OPS", "SPECIALISTS", "EvalResult", "Question", "eval_set", "evaluate", "extract_number",
+    "MAX_NEW_TOKENS", "MEMBERS", "OPS", "SPECIALISTS", "EvalResult", "Question", "eval_set", "evaluate", "extract_number",
     "hf_generate_fn", "load", "names", "path", "sample_question", "score",
 ]  # fmt: skip

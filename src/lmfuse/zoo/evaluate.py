@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from lmfuse.zoo.questions import OPS, Question, eval_set
 
 _NUMBER = re.compile(r"-?\d+")
+MAX_NEW_TOKENS = 6
+"""Tokens a zoo model needs for its longest answer (5 characters) and EOS: every zoo caller's budget."""
 
 
 def extract_number(completion: str) -> str | None:
@@ -61,7 +63,9 @@ def evaluate(
     return score(questions, completions, time.perf_counter() - start)
 
 
-def hf_generate_fn(model, tokenizer, max_new_tokens: int = 6) -> Callable[[list[str]], list[str]]:
+def hf_generate_fn(
+    model, tokenizer, max_new_tokens: int = MAX_NEW_TOKENS
+) -> Callable[[list[str]], list[str]]:
     """Greedy batched generation with a transformers model: prompts → completions (prompt removed)."""
     import torch
 
