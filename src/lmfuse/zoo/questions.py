@@ -1,7 +1,19 @@
-"""The zoo's task: synthetic arithmetic questions ``Q: 37+48= A: 85``.
+"""The zoo's task: synthetic arithmetic questions ``Q: 37+48= A:``, answered with a short scratchpad.
 
 Operands: addition and subtraction over 0-99 (subtraction keeps the result non-negative), multiplication
 of 0-99 by 0-9. The held-out evaluation set is fixed by a seed and never used for training.
+
+Answers (``Question.solution``) work digit by digit, units first, with the carry or borrow written out,
+and end with ``so`` and the result, so that the EoT rule (``lmfuse.vote.extract.extract_number``: the
+last number when no "the answer is") reads them:
+
+- ``Q: 37+48= A: 7+8=15,3+4+1=8 so 85`` (units, then tens plus carry)
+- ``Q: 84-37= A: 14-7=7,8-1-3=4 so 47`` (a borrowed 10 on the units, paid on the tens)
+- ``Q: 37*8= A: 7*8=56,3*8+5=29 so 296`` (units times b, then tens times b plus carry)
+
+One-digit operands have a tens digit 0 (``5+48`` → ``5+8=13,0+4+1=5``). The ending is ``so`` rather than
+"the answer is" because every zoo caller decodes the answer one character per token: the phrase would
+add 12 of the 23 characters of the longest answer (``zoo.MAX_NEW_TOKENS``) to every call and to training.
 """
 
 from __future__ import annotations
@@ -35,9 +47,38 @@ class Question:
         return str({"add": self.a + self.b, "sub": self.a - self.b, "mul": self.a * self.b}[self.op])
 
     @property
+    def solution(self) -> str:
+        """The scratchpad completion a zoo model is trained to write after the prompt (module docstring)."""
+        return solution(self.op, self.a, self.b)
+
+    @property
     def text(self) -> str:
-        """Training form: prompt, space, answer."""
-        return f"{self.prompt} {self.answer}"
+        """Training form: prompt, then the scratchpad solution."""
+        return f"{self.prompt}{self.solution}"
+
+
+ENDING = "so"
+"""The word before the result at the end of every solution."""
+
+
+def solution(op: str, a: int, b: int) -> str:
+    """``" 7+8=15,3+4+1=8 so 85"`` for ``("add", 37, 48)``; see the module docstring."""
+    a1, a0 = divmod(a, 10)
+    if op == "add":
+        b1, b0 = divmod(b, 10)
+        carry = (a0 + b0) // 10
+        steps, value = f"{a0}+{b0}={a0 + b0},{a1}+{b1}+{carry}={a1 + b1 + carry}", a + b
+    elif op == "sub":
+        b1, b0 = divmod(b, 10)
+        borrow = int(a0 < b0)
+        top = a0 + 10 * borrow
+        steps, value = f"{top}-{b0}={top - b0},{a1}-{borrow}-{b1}={a1 - borrow - b1}", a - b
+    elif op == "mul":
+        carry = a0 * b // 10
+        steps, value = f"{a0}*{b}={a0 * b},{a1}*{b}+{carry}={a1 * b + carry}", a * b
+    else:
+        raise ValueError(f"op must be one of {', '.join(OPS)}, found {op!r}")
+    return f" {steps} {ENDING} {value}"
 
 
 def sample_question(op: str, rng: random.Random, qid: str = "") -> Question:
