@@ -4,25 +4,31 @@ from lmfuse.exchange.config import AgentConfig
 from lmfuse.exchange.prompts import Shown, eot_exchange
 from lmfuse.zoo import eval_set
 from lmfuse.zoo.questions import OPS, held_out_pairs
-from lmfuse.zoo.training_data import MAX_SHOWN, ExampleStream, peer_prompt, shown_answers, wrong_answer
+from lmfuse.vote.extract import extract_number
+from lmfuse.zoo.questions import Question
+from lmfuse.zoo.training_data import MAX_SHOWN, ExampleStream, peer_prompt, shown_solutions, wrong_solution
 
 
 def test_peer_prompts_are_what_an_eot_qa_lines_agent_is_shown():
-    q = eval_set(1)[0]
+    q = Question("", "add", 37, 48)
     agent = AgentConfig(name="a", backend="b", prompt_format="qa_lines")
-    own, peers = Shown("a", "x", "85"), [Shown("b", "y", "75"), Shown("c", "z", "85")]
-    assert peer_prompt(q, ["85", "75", "85"]) == eot_exchange(agent, q.prompt, own, peers)["prompt"]
-    assert peer_prompt(q, ["85"]) == f"{q.prompt} 85\n{q.prompt}"
+    right, slip = " 7+8=15,3+4+1=8 so 85", " 7+8=15,3+4+0=7 so 75"
+    own, peers = Shown("a", right, "85"), [Shown("b", slip, "75"), Shown("c", right, "85")]
+    assert peer_prompt(q, [right, slip, right]) == eot_exchange(agent, q.prompt, own, peers)["prompt"]
+    assert peer_prompt(q, [slip]) == f"Q: 37+48= A:{slip}\nQ: 37+48= A:"
 
 
-def test_wrong_answers_are_wrong_and_non_negative():
+def test_wrong_solutions_are_wrong_consistent_slips():
     rng = random.Random(0)
     for q in eval_set(20):
         for _ in range(20):
-            w = wrong_answer(q, rng)
-            assert w >= 0 and str(w) != q.answer
-        shown = shown_answers(q, rng, 4)
-        assert len(shown) == 4 and all(s.isdigit() for s in shown)
+            w = wrong_solution(q, rng)
+            value = extract_number(w)
+            assert value is not None and int(value) >= 0 and value != q.answer
+            # one step slipped: the text differs from the right one, same shape
+            assert w != q.solution and w.count(",") == 1 and w.count("=") == 2
+        shown = shown_solutions(q, rng, 4)
+        assert len(shown) == 4 and all(extract_number(s) is not None for s in shown)
 
 
 def test_stream_never_uses_a_held_out_question_in_any_format():

@@ -3,11 +3,12 @@
 ``chat`` (real chat models): messages with the agent's persona as system prompt.
 
 ``qa_lines`` (zoo-style completion models, ``Q: 37+48= A:`` then a scratchpad): a completion prompt
-where every solution the agent is shown becomes one solved line of the same question, its extracted
-answer after the question, followed by the open question:
-``"Q: 37+48= A: 85\\nQ: 37+48= A: 58\\nQ: 37+48= A:"``. The agent's own latest answer comes first, then
-its peers' in agent order; unextracted answers are left out; confidences are not shown. The zoo's
-members are trained on such prompts (``lmfuse.zoo.training_data``), so they read their peers.
+where every solution the agent is shown becomes one solved line of the same question, the question then
+the solution's text (whitespace runs, newlines included, folded to one space), followed by the open
+question: ``"Q: 37+48= A: 7+8=15,3+4+1=8 so 85\\nQ: 37+48= A: 7+8=15,3+4+0=7 so 75\\nQ: 37+48= A:"``.
+The agent's own latest solution comes first, then its peers' in agent order; solutions with no
+extracted answer are left out; confidences are not shown. The zoo's members are trained on such
+prompts (``lmfuse.zoo.training_data``), so they read their peers' working, not only their answers.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def _messages(agent: AgentConfig, user: str, extra_system: str = "") -> list[dic
 
 
 def qa_lines(question: str, shown: Sequence[Shown]) -> str:
-    """The ``qa_lines`` prompt: one solved line per shown answer, then the open question (module doc)."""
-    lines = [f"{question} {s.answer}" for s in shown if s.answer is not None]
+    """The ``qa_lines`` prompt: one solved line per shown solution, then the open question (module doc)."""
+    lines = [f"{question} {' '.join(s.text.split())}" for s in shown if s.answer is not None]
     return "\n".join([*lines, question])
 
 

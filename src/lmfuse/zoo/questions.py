@@ -63,22 +63,39 @@ ENDING = "so"
 
 def solution(op: str, a: int, b: int) -> str:
     """``" 7+8=15,3+4+1=8 so 85"`` for ``("add", 37, 48)``; see the module docstring."""
+    return scratchpad(op, a, b)[0]
+
+
+def scratchpad(op: str, a: int, b: int, units_slip: int = 0, carry_slip: int = 0, tens_slip: int = 0):
+    """``(text, value)`` of the solution of ``a op b``, with optional slips: the units step's result off by
+    ``units_slip``, the carry or borrow off by ``carry_slip``, the tens step's off by ``tens_slip``. Each
+    later step follows from the slipped one, as a model's slip propagates; ``value`` is the text's result,
+    or None when a slip makes a step negative."""
     a1, a0 = divmod(a, 10)
+    b1, b0 = divmod(b, 10)
     if op == "add":
-        b1, b0 = divmod(b, 10)
-        carry = (a0 + b0) // 10
-        steps, value = f"{a0}+{b0}={a0 + b0},{a1}+{b1}+{carry}={a1 + b1 + carry}", a + b
+        units = a0 + b0 + units_slip
+        carry = units // 10 + carry_slip
+        tens = a1 + b1 + carry + tens_slip
+        steps = f"{a0}+{b0}={units},{a1}+{b1}+{carry}={tens}"
     elif op == "sub":
-        b1, b0 = divmod(b, 10)
         borrow = int(a0 < b0)
         top = a0 + 10 * borrow
-        steps, value = f"{top}-{b0}={top - b0},{a1}-{borrow}-{b1}={a1 - borrow - b1}", a - b
+        units = top - b0 + units_slip
+        borrow += carry_slip
+        tens = a1 - borrow - b1 + tens_slip
+        steps = f"{top}-{b0}={units},{a1}-{borrow}-{b1}={tens}"
     elif op == "mul":
-        carry = a0 * b // 10
-        steps, value = f"{a0}*{b}={a0 * b},{a1}*{b}+{carry}={a1 * b + carry}", a * b
+        units = a0 * b + units_slip
+        carry = units // 10 + carry_slip
+        tens = a1 * b + carry + tens_slip
+        steps = f"{a0}*{b}={units},{a1}*{b}+{carry}={tens}"
     else:
         raise ValueError(f"op must be one of {', '.join(OPS)}, found {op!r}")
-    return f" {steps} {ENDING} {value}"
+    if min(units, carry if op != "sub" else borrow, tens) < 0:
+        return steps, None
+    value = tens * 10 + units % 10
+    return f" {steps} {ENDING} {value}", value
 
 
 def sample_question(op: str, rng: random.Random, qid: str = "") -> Question:

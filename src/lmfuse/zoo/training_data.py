@@ -2,11 +2,13 @@
 
 A plain example is a question's prompt and its scratchpad (``Question.text``). A peer-reading example
 puts 1-5 solved lines of the same question before it, in the ``qa_lines`` format that EoT and MoA use
-for zoo agents (``lmfuse.exchange.prompts.qa_lines``): ``"Q: 37+48= A: 85\\nQ: 37+48= A: 75\\nQ: 37+48= A:"``.
-The shown answers are right or wrong; wrong ones are the slips a zoo model makes (a dropped or extra
-carry or borrow, one digit off, the answer of another operation), sometimes repeated as correlated
-members repeat them. The target is always the correct scratchpad, so a model learns to weigh what it
-reads against its own working. Held-out questions (``held_out_pairs``) are never drawn.
+for zoo agents (``lmfuse.exchange.prompts.qa_lines``):
+``"Q: 37+48= A: 7+8=15,3+4+1=8 so 85\\nQ: 37+48= A: 7+8=15,3+4+0=7 so 75\\nQ: 37+48= A:"``.
+The shown solutions are right or wrong; wrong ones carry the slips a zoo model makes (a units or tens
+step off by one or two, a dropped or extra carry or borrow), the later steps following from the slip,
+sometimes repeated as correlated members repeat them. The target is always the correct scratchpad, so a
+model learns to weigh what it reads against its own working. Held-out questions (``held_out_pairs``)
+are never drawn.
 """
 
 from __future__ import annotations
@@ -15,53 +17,47 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lmfuse.zoo.questions import OPS, Question, held_out_pairs, sample_question
+from lmfuse.zoo.questions import OPS, Question, held_out_pairs, sample_question, scratchpad
 
 MAX_SHOWN = 5
 """At most this many solved lines before the question (an EoT agent of five sees its own and 4 peers')."""
 
 
-def wrong_answer(q: Question, rng: random.Random) -> int:
-    """A plausible wrong answer to ``q``: a carry/borrow slip, a digit off by one, or another op's answer."""
+def wrong_solution(q: Question, rng: random.Random) -> str:
+    """A plausible wrong scratchpad for ``q``: one step slipped, the rest following from it."""
     right = int(q.answer)
     while True:
-        kind = rng.randrange(4)
-        if kind == 0:  # carry or borrow dropped or added on the tens
-            guess = right + rng.choice((-10, 10))
-        elif kind == 1:  # one digit off by one
-            digits = list(str(right))
-            i = rng.randrange(len(digits))
-            digits[i] = str((int(digits[i]) + rng.choice((-1, 1))) % 10)
-            guess = int("".join(digits))
-        elif kind == 2:  # the answer of another operation on the same operands
-            guess = rng.choice((q.a + q.b, abs(q.a - q.b), q.a * q.b))
-        else:  # a units-digit slip
-            guess = right + rng.choice((-2, -1, 1, 2))
-        if guess >= 0 and guess != right:
-            return guess
+        kind = rng.randrange(3)
+        delta = rng.choice((-1, 1, -2, 2) if kind != 1 else (-1, 1))
+        slips = [0, 0, 0]
+        slips[kind] = delta
+        text, value = scratchpad(q.op, q.a, q.b, *slips)
+        if value is not None and value != right:
+            return text
 
 
-def shown_answers(q: Question, rng: random.Random, k: int) -> list[str]:
-    """``k`` answers to show before ``q``: each right with a per-example chance drawn in [0.2, 0.9]."""
+def shown_solutions(q: Question, rng: random.Random, k: int) -> list[str]:
+    """``k`` solutions to show before ``q``: each right with a per-example chance drawn in [0.2, 0.9]."""
     p_right = rng.uniform(0.2, 0.9)
     shown: list[str] = []
     wrong: list[str] = []
     for _ in range(k):
         if rng.random() < p_right:
-            shown.append(q.answer)
+            shown.append(q.solution)
         elif wrong and rng.random() < 0.4:  # correlated members repeat the same slip
             shown.append(rng.choice(wrong))
         else:
-            wrong.append(str(wrong_answer(q, rng)))
+            wrong.append(wrong_solution(q, rng))
             shown.append(wrong[-1])
     return shown
 
 
-def peer_prompt(q: Question, answers: list[str]) -> str:
-    """``q``'s prompt after solved lines with ``answers``, exactly as an EoT/MoA ``qa_lines`` agent sees it."""
+def peer_prompt(q: Question, solutions: list[str]) -> str:
+    """``q``'s prompt after solved lines, exactly as an EoT/MoA ``qa_lines`` agent is shown its peers."""
     from lmfuse.exchange.prompts import Shown, qa_lines
+    from lmfuse.vote.extract import extract_number
 
-    return qa_lines(q.prompt, [Shown(f"peer{i}", a, a) for i, a in enumerate(answers)])
+    return qa_lines(q.prompt, [Shown(f"peer{i}", t, extract_number(t)) for i, t in enumerate(solutions)])
 
 
 @dataclass
@@ -76,13 +72,15 @@ class ExampleStream:
     mix: Mapping[str, float]
     peer_share: float
     seed: int
+    exclude: frozenset[tuple[str, int, int]] = frozenset()
+    """(op, a, b) never drawn, besides the held-out set (e.g. a validation set)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.mix) - set(OPS))
         if unknown:
             raise ValueError(f"mix: expected operations among {', '.join(OPS)}, found {unknown}")
         self.rng = random.Random(self.seed)
-        self.excluded = held_out_pairs()
+        self.excluded = held_out_pairs() | set(self.exclude)
 
     def question(self) -> Question:
         op = self.rng.choices(list(self.mix), weights=list(self.mix.values()))[0]
@@ -97,6 +95,6 @@ class ExampleStream:
         out = []
         for _ in range(size):
             q = self.question()
-            prompt = peer_prompt(q, shown_answers(q, self.rng, k)) if k else q.prompt
+            prompt = peer_prompt(q, shown_solutions(q, self.rng, k)) if k else q.prompt
             out.append((prompt, q.solution))
         return out
