@@ -40,7 +40,7 @@ class ServerOptions:
     max_input_chars: int = 100_000
     """Largest prompt (all messages together), in characters; beyond it, 400."""
     max_body_bytes: int = 4_000_000
-    """Largest request body; beyond it, 400."""
+    """Largest request body, with or without Content-Length (chunked); beyond it, 413."""
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> list[str]:
@@ -66,7 +66,8 @@ def _error(status: int, message: str, kind: str, retry_after: float | None = Non
 
 
 class Guard:
-    """Pure ASGI middleware (no per-request task): the API-key check and the body-size limit."""
+    """Pure ASGI middleware (no per-request task): the API-key check and the body-size limit (by the
+    Content-Length header; a chunked body is read up to the limit and refused with 413 past it)."""
 
     def __init__(self, app: Any, keys: Sequence[str], max_body_bytes: int) -> None:
         self.app, self.keys, self.max_body = app, [k.encode() for k in keys], max_body_bytes
@@ -81,11 +82,43 @@ class Guard:
             if not any(hmac.compare_digest(token, k) for k in self.keys):
                 msg = "missing or wrong API key (send Authorization: Bearer <key>)"
                 return await _error(401, msg, "authentication_error")(scope, receive, send)
-        size = headers.get(b"content-length", b"")
-        if size.isdigit() and int(size) > self.max_body:
-            msg = f"request body is {int(size)} bytes; this server takes at most {self.max_body}"
-            return await _error(400, msg, "invalid_request_error")(scope, receive, send)
-        return await self.app(scope, receive, send)
+        size = headers.get(b"content-length")
+        if size is not None:
+            if size.isdigit() and int(size) > self.max_body:
+                msg = f"request body is {int(size)} bytes; this server takes at most {self.max_body}"
+                return await _error(413, msg, "invalid_request_error")(scope, receive, send)
+            return await self.app(scope, receive, send)
+        head = await self._bounded(receive)  # chunked: read up to the limit, no further
+        if head is None:
+            msg = (f"request body is over {self.max_body} bytes (sent chunked); this server takes at "
+                   f"most {self.max_body}")  # fmt: skip
+            return await _error(413, msg, "invalid_request_error")(scope, receive, send)
+        return await self.app(scope, _replay(head, receive), send)
+
+    async def _bounded(self, receive: Any) -> list[dict] | None:
+        """The body messages of a request without Content-Length, read until its end, or ``None`` as
+        soon as they pass ``max_body`` bytes (the rest is never read here)."""
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # the client left
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                return messages
+
+
+def _replay(messages: list[dict], receive: Any) -> Any:
+    """A ``receive`` that hands out ``messages`` first, then what ``receive`` gives (a disconnect)."""
+    pending = list(messages)
+
+    async def replayed() -> dict:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOptions) -> None:
