@@ -179,8 +179,10 @@ class Routes:
     async def answer(self, fusion: Fusion, calls: list[Call]) -> list[Outcome]:
         async with self.gate.slot():
             await self.injected()
-            work = asyncio.gather(*(fusion.run(c) for c in calls))
-            return list(await asyncio.wait_for(work, self.opts.limits.timeout))
+            async with asyncio.timeout(self.opts.limits.timeout):
+                if len(calls) == 1:  # no task for a lone prompt
+                    return [await fusion.run(calls[0])]
+                return list(await asyncio.gather(*(fusion.run(c) for c in calls)))
 
     async def streamed(
         self, fusion: Fusion, calls: list[Call], chat: bool, body: Any, delta: Any
