@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from lmfuse.backends.base import Backend
 from lmfuse.serve import shapes, stream
+from lmfuse.serve.direct import Direct, describe
 from lmfuse.serve.errors import APIError, classify, kind_of
 from lmfuse.serve.faults import Faults
 from lmfuse.serve.fusion import Call, Fusion, FusionFailed, Outcome, RequestError
@@ -121,9 +122,21 @@ def _replay(messages: list[dict], receive: Any) -> Any:
     return replayed
 
 
-def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOptions) -> None:
-    """API-key check (when keys are set), body-size limit and OpenAI-shaped errors for everything."""
-    app.add_middleware(Guard, keys=keys, max_body_bytes=opts.max_body_bytes)
+def _failure(exc: Exception, opts: ServerOptions) -> Response:
+    """The OpenAI-shaped error response of an exception raised while answering."""
+    status, kind, message = classify(exc)
+    if status == 500 and not isinstance(exc, APIError):
+        log.error("request failed", exc_info=exc)
+    return _error(status, message, kind, opts.limits.retry_after)
+
+
+def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOptions, routes: Routes) -> None:
+    """API-key check (when keys are set), body-size limit, the hot endpoints served directly
+    (``direct.py``) and OpenAI-shaped errors for everything."""
+    direct = {"/v1/chat/completions": (ChatBody, routes.chat), "/v1/completions": (CompletionBody, routes.completions)}
+    app.add_middleware(Direct, routes=direct, invalid=lambda m: _error(400, m, "invalid_request_error"),
+                       failed=lambda exc: _failure(exc, opts))  # fmt: skip
+    app.add_middleware(Guard, keys=keys, max_body_bytes=opts.max_body_bytes)  # outside: checked first
 
     @app.exception_handler(HTTPException)
     async def _http(_: HTTPRequest, exc: HTTPException) -> Response:
@@ -132,14 +145,10 @@ def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOpti
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: HTTPRequest, exc: RequestValidationError) -> Response:
-        where = "; ".join(f"{'.'.join(map(str, e['loc'][1:] or e['loc']))}: {e['msg']}" for e in exc.errors())
-        return _error(400, f"invalid request body: {where}", "invalid_request_error")
+        return _error(400, f"invalid request body: {describe(exc.errors(), 1)}", "invalid_request_error")
 
     async def _classified(_: HTTPRequest, exc: Exception) -> Response:
-        status, kind, message = classify(exc)
-        if status == 500 and not isinstance(exc, APIError):
-            log.error("request failed", exc_info=exc)
-        return _error(status, message, kind, opts.limits.retry_after)
+        return _failure(exc, opts)
 
     for cls in (APIError, RequestError, FusionFailed, QueueFull, TimeoutError, Exception):
         app.add_exception_handler(cls, _classified)
@@ -275,7 +284,7 @@ def create_app(
                   redoc_url=None, openapi_url=None)  # fmt: skip
     routes = Routes(fusions, faults or Faults(), opts)
     app.state.faults, app.state.gate, app.state.fusions = routes.faults, routes.gate, fusions
-    _install_auth_and_errors(app, keys, opts)
+    _install_auth_and_errors(app, keys, opts, routes)
     app.get("/health")(routes.health)
     app.get("/v1/models")(routes.list_models)
     app.post("/v1/completions")(routes.completions)
