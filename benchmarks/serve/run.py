@@ -191,6 +191,7 @@ def _cpu_per_request(procs, cpu0, cpu_base, cpu_kill, cpu_end, n_base, n_before,
     return {
         "direct": {"member0": ms(cpu0, cpu_base, members[0].pid, n_base), "generator": ms(cpu0, cpu_base, 0, n_base)},
         "vote": {"lmfuse_server": ms(cpu_base, cpu_end, server.pid, n_all),
+                 "lmfuse_server_before_kill": ms(cpu_base, cpu_kill, server.pid, n_before),
                  "generator": ms(cpu_base, cpu_end, 0, n_all),
                  "members_per_fused_request": round(sum(ms(cpu_base, cpu_kill, m.pid, n_before) for m in members), 3)},
     }  # fmt: skip
