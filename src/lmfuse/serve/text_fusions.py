@@ -127,7 +127,7 @@ class VoteFusion(_Fused):
         wrapped = self.wrap(calls, lambda r: r.meta["member"])
         jobs = []
         for name in opts.members:  # each member its own seeds (samples: seed, seed + 1, ...)
-            own = dataclasses.replace(call, seed=member_seed(call.seed, name))
+            own = call if call.seed is None else dataclasses.replace(call, seed=member_seed(call.seed, name))
             reqs = requests_for(own, self.backends[name], n=opts.samples, member=name)
             jobs.append(wrapped[name].generate(reqs))
         await asyncio.gather(*jobs)
