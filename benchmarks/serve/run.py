@@ -1,14 +1,16 @@
 """Load test of ``lmfuse serve`` on loopback (bounded in count and time).
 
-Part 1, ``vote``: three scripted OpenAI-compatible members (each ``lmfuse serve`` over a ``scripted``
-backend with a fixed latency, 50 ms by default), each its own process, and ``lmfuse serve`` with a ``vote``
-model over them (quorum 2) in another process. First ``--clients`` clients hit one member directly
-(the members' own latency under this load), then the same clients hit the vote model for ``--seconds``;
-at ``--kill-at`` of that time one member process is killed (SIGKILL). Every request is counted as a
-fused answer, a clear error (an OpenAI-shaped error body) or lost (anything else: must be 0).
-Overhead is reported three ways: p50/p99 minus the nominal member latency, minus the members' measured
-latency under the same load (side by side), and per request: end-to-end minus the slowest member call
-that request made (from the response's ``lmfuse`` field).
+Part 1, ``vote``: three scripted OpenAI-compatible members with a fixed latency (50 ms by default),
+each its own process (``lean.py``: a raw asyncio HTTP server, so that the members are not what is
+measured), and ``lmfuse serve`` with a ``vote`` model over them (quorum 2) in another process. First
+``--clients`` clients hit one member directly (the members' own latency under this load), then the same
+clients hit the vote model for ``--seconds``; at ``--kill-at`` of that time one member process is killed
+(SIGKILL). The clients are ``lean.py``'s load generator (one keep-alive raw HTTP/1.1 connection each)
+in this process. Every request is counted as a fused answer, a clear error (an OpenAI-shaped error
+body) or lost (anything else: must be 0). Overhead is reported three ways: p50/p99 minus the nominal
+member latency, minus the members' measured latency under the same load (side by side), and per
+request: end-to-end minus the slowest member call that request made (from the response's ``lmfuse``
+field). CPU per request of each process (``/proc/PID/stat``) says where the machine's time went.
 
 Part 2, ``mixed``: ``lmfuse serve`` over ``zoo:add``; concurrent greedy and sampled (temperature 50)
 ``/v1/completions`` requests; every greedy reply must equal the reference greedy text (issue 15 item 4).
@@ -32,6 +34,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lean  # noqa: E402  (the harness next to this file)
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = [{"role": "user", "content": "What is 6*7? Say the answer."}]
@@ -68,10 +73,18 @@ def start(config: str, tmp: Path, name: str) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def member_config(reply: str, latency: float) -> str:
-    return (f"backends:\n  s: {{kind: scripted, replies: {{m: {json.dumps(reply)}}}, delay: {latency}}}\n"
-            "models:\n  m: {method: single, backend: s}\n"
-            "server: {limits: {max_concurrency: 1024, max_queue: 4096}}\n")  # fmt: skip
+def spawn_member(reply: str, latency: float) -> tuple[subprocess.Popen, str]:
+    """A lean scripted member (``lean.py member``) as its own process and its base URL."""
+    port = free_port()
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "lean.py"), "member", "--port", str(port),
+           "--latency", str(latency), "--reply", reply]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True), f"http://127.0.0.1:{port}/v1"
+
+
+def member_ready(proc: subprocess.Popen, name: str) -> None:
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "ready at" not in line:
+        raise RuntimeError(f"{name} did not start (exit {proc.wait()})")
 
 
 def vote_config(urls: list[str]) -> str:
@@ -83,41 +96,9 @@ def vote_config(urls: list[str]) -> str:
     )
 
 
-async def drive(url: str, model: str, clients: int, seconds: float, on_time=None) -> list[dict]:
-    """``clients`` concurrent loops, each sending one chat request after another for ``seconds``."""
-    records: list[dict] = []
-    end = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-
-        async def loop() -> None:
-            body = {"model": model, "messages": USER, "max_tokens": 16, "temperature": 0}
-            while (t0 := time.perf_counter()) < end:
-                rec: dict = {"t": t0}
-                try:
-                    r = await client.post("/chat/completions", json=body)
-                    rec["latency"] = time.perf_counter() - t0
-                    data = r.json()
-                    if r.status_code == 200 and data["choices"][0]["message"]["content"]:
-                        rec["kind"] = "answer"
-                        usage = (data.get("lmfuse") or {}).get("usage") or []
-                        ok = [u["seconds"] for u in usage if "error" not in u]
-                        rec["slowest_member"] = max(ok) if ok else None
-                        rec["failed_members"] = len((data.get("lmfuse") or {}).get("failed") or [])
-                    elif r.status_code >= 400 and data.get("error", {}).get("message"):
-                        rec["kind"], rec["status"] = "error", r.status_code
-                    else:
-                        rec["kind"] = "lost"
-                except Exception as exc:  # a request with no clear outcome
-                    rec["kind"], rec["exc"] = "lost", type(exc).__name__
-                    rec["latency"] = time.perf_counter() - t0
-                records.append(rec)
-
-        tasks = [asyncio.ensure_future(loop()) for _ in range(clients)]
-        if on_time is not None:
-            await on_time()
-        await asyncio.gather(*tasks)
-    return records
+def drive(url: str, model: str, clients: int, seconds: float, on_time=None) -> list[dict]:
+    """``clients`` concurrent keep-alive clients for ``seconds`` (``lean.drive``), one record per request."""
+    return lean.run(lean.drive(url, model, clients, seconds, USER, on_time))  # type: ignore[return-value]
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -147,25 +128,31 @@ def _count(items) -> dict:
 
 def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
     replies = ["The answer is 42.", "I get 42 as the answer.", "The answer is 41."]
-    members = [spawn(member_config(r, args.latency), tmp, f"member{i}") for i, r in enumerate(replies)]
+    members = [spawn_member(r, args.latency) for r in replies]
     fused, url = spawn(vote_config([u for _, u in members]), tmp, "vote")
     procs = [p for p, _ in members] + [fused]
     try:
-        for i, p in enumerate(procs):  # all five start at once
-            ready(p, f"server {i}")
+        for i, (p, _) in enumerate(members):  # all four start at once
+            member_ready(p, f"member {i}")
+        ready(fused, "lmfuse serve")
         for u, model in [*((u, "m") for _, u in members), (url, "vote3")]:  # warm up (imports, connections)
-            asyncio.run(drive(u, model, 4, args.warmup))
-        base = asyncio.run(drive(members[0][1], "m", args.clients, args.baseline_seconds))
+            drive(u, model, 4, args.warmup)
+        cpu0 = _cpu(procs)
+        base = drive(members[0][1], "m", args.clients, args.baseline_seconds)
+        cpu_base = _cpu(procs)
         killed_at: list[float] = []
 
         async def killer() -> None:
             await asyncio.sleep(args.seconds * args.kill_at)
             killed_at.append(time.perf_counter())
+            cpu_kill.update(_cpu(procs))
             members[2][0].send_signal(signal.SIGKILL)
 
+        cpu_kill: dict = {}
         t0 = time.perf_counter()
-        recs = asyncio.run(drive(url, "vote3", args.clients, args.seconds, killer))
+        recs = drive(url, "vote3", args.clients, args.seconds, killer)
         wall = time.perf_counter() - t0
+        cpu_end = _cpu(procs[:2] + procs[3:])
     finally:
         for p in procs:
             p.kill()
@@ -175,9 +162,13 @@ def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
     after = [r for r in recs if r["t"] > k + args.settle]  # the steady state without the killed member
     direct = summarize(base, args.baseline_seconds)
     out = {"member_latency_ms": 1000 * args.latency, "clients": args.clients, "seconds": args.seconds,
+           "load_average": os.getloadavg(),
            "direct_member": direct, "vote": summarize(recs, wall),
            "vote_before_kill": summarize(before, k - t0), "vote_after_kill": summarize(after, t0 + wall - k - args.settle),
            "after_kill_answers_with_a_failed_member": sum(r.get("failed_members", 0) > 0 for r in after)}  # fmt: skip
+    started_before_kill = [r for r in recs if r["t"] < k]
+    out["cpu_ms_per_request"] = _cpu_per_request(procs, cpu0, cpu_base, cpu_kill, cpu_end, len(base),
+                                                 len(started_before_kill), len(recs))  # fmt: skip
     v, d = out["vote_before_kill"], direct
     if v["p50_ms"] is not None and d["p50_ms"] is not None:
         out["overhead_vs_nominal_ms"] = {"p50": round(v["p50_ms"] - 1000 * args.latency, 2),
@@ -185,6 +176,25 @@ def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
         out["overhead_vs_direct_member_ms"] = {"p50": round(v["p50_ms"] - d["p50_ms"], 2),
                                                "p99": round(v["p99_ms"] - d["p99_ms"], 2)}  # fmt: skip
     return out
+
+
+def _cpu(procs: list[subprocess.Popen]) -> dict:
+    """CPU seconds so far of each process (by pid) and of this one (the load generator, key 0)."""
+    return {0: time.process_time(), **{p.pid: lean.cpu_seconds(p.pid) for p in procs}}
+
+
+def _cpu_per_request(procs, cpu0, cpu_base, cpu_kill, cpu_end, n_base, n_before, n_all) -> dict:
+    """CPU ms per request of each process: the direct-member phase, and the vote phase (the lmfuse
+    server and the generator over the whole run, the members until the kill)."""
+    ms = lambda a, b, pid, n: round(1000 * (b[pid] - a[pid]) / n, 3) if n else None  # noqa: E731
+    members, server = procs[:3], procs[3]
+    return {
+        "direct": {"member0": ms(cpu0, cpu_base, members[0].pid, n_base), "generator": ms(cpu0, cpu_base, 0, n_base)},
+        "vote": {"lmfuse_server": ms(cpu_base, cpu_end, server.pid, n_all),
+                 "lmfuse_server_before_kill": ms(cpu_base, cpu_kill, server.pid, n_before),
+                 "generator": ms(cpu_base, cpu_end, 0, n_all),
+                 "members_per_fused_request": round(sum(ms(cpu_base, cpu_kill, m.pid, n_before) for m in members), 3)},
+    }  # fmt: skip
 
 
 def mixed_part(args: argparse.Namespace, tmp: Path) -> dict:

@@ -50,6 +50,16 @@ def test_remote_equals_local_when_k_covers_the_vocabulary(url, local_texts, name
     assert ens.generate(PROMPTS, max_new_tokens=NEW) == local_texts[names]
 
 
+def test_one_call_per_step_and_member_also_where_a_member_generates_eos(url, local_texts):
+    """The server reports a generated EOS with its logprob (as vLLM does): no call asks again."""
+    ens = Ensemble([remote(url, "base"), remote(url, "add")])
+    for prompt, want in zip(PROMPTS, local_texts[("base", "add")], strict=True):
+        assert ens.generate([prompt], max_new_tokens=NEW) == [want]
+        assert [m.calls for m in ens.members] == [ens.stats.steps] * 2
+        for m in ens.members:
+            m.calls = 0
+
+
 def test_mixed_local_and_remote_members(url, local_texts):
     ens = Ensemble(["zoo:base", remote(url, "add")])
     assert ens.generate(PROMPTS, max_new_tokens=NEW) == local_texts[("base", "add")]
@@ -60,7 +70,7 @@ def test_remote_speculation_equals_plain(url, local_texts, k):
     ens = Ensemble([remote(url, "base"), remote(url, "add")], speculate=k)
     assert ens.generate(PROMPTS, max_new_tokens=NEW) == local_texts[("base", "add")]
     calls = [m.calls for m in ens.members]
-    # one call per round for each member (plus rare EOS re-asks), all rows in one call
+    # one call per round for each member, all rows in one call
     assert calls[1] <= ens.stats.speculations / len(PROMPTS) * 2 + 2
 
 

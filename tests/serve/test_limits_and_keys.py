@@ -160,3 +160,31 @@ def test_member_keys_never_reach_a_response_or_error(monkeypatch):
             r = httpx.post(f"{url}/chat/completions", json={"model": "v", "messages": USER})
     assert r.status_code == 502 and "HTTP 401" in r.text
     assert "sk-member-secret-123" not in r.text and "the-right-key" not in r.text
+
+
+def test_oversize_bodies_get_413_with_or_without_content_length():
+    """The body limit holds for a chunked upload (no Content-Length) too: the server answers 413 as
+    soon as the limit is passed, without waiting for (or holding) the rest of the body."""
+    opts = ServerOptions(max_body_bytes=2000)
+    with ServerThread(create_app({"m": ScriptedBackend(lambda r: "ok")}, options=opts)) as s:
+        url = f"{s.base_url}/chat/completions"
+        small = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+        big = small[:-3] + b" " * 3000 + small[-3:]
+
+        def chunked(data: bytes):
+            yield from (data[i : i + 500] for i in range(0, len(data), 500))
+
+        for content in (big, chunked(big)):  # Content-Length, then chunked (httpx sends no length)
+            r = httpx.post(url, content=content, headers={"content-type": "application/json"})
+            assert r.status_code == 413, r.text
+            err = r.json()["error"]
+            assert err["type"] == "invalid_request_error" and "at most 2000" in err["message"]
+        r = httpx.post(url, content=chunked(small), headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
+        # a raw chunked upload that passes the limit and then never ends: the 413 comes at once
+        with socket.create_connection((s.host, s.port), timeout=5) as sock:
+            head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {s.host}\r\nContent-Type: application/json"
+                    "\r\nTransfer-Encoding: chunked\r\n\r\n").encode()  # fmt: skip
+            sock.sendall(head + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunked(big)))
+            reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 413") and b"at most 2000" in reply

@@ -68,8 +68,43 @@ def test_token_id_prompt_is_fed_as_is_and_greedy_matches_the_model(url, base):
         seq.append(nxt)
         if nxt == tok.eos_token_id:
             break
-    assert got == [t for t in seq[len(ids) :] if t != tok.eos_token_id][: len(got)]
-    assert out.choices[0].text == tok.decode(got)
+    assert got == seq[len(ids) :][: len(got)]  # a generated EOS included, as vLLM reports it
+    assert out.choices[0].text == tok.decode(got, skip_special_tokens=True)
+
+
+def test_a_generated_eos_is_the_last_logprobs_token_as_vllm_reports_it(url, base):
+    """vLLM keeps a generated EOS in ``logprobs`` (its text stays out of ``text``), so a remote ensemble
+    member learns the EOS probability from the call that generated it."""
+    model, tok = base
+    eos, client = tok.eos_token_id, _client(url)
+    ids = tok("Q: 12+7= A:", add_special_tokens=False)["input_ids"]
+    kw = dict(model="base", temperature=0, extra_body={"return_tokens_as_token_ids": True})
+    out = client.completions.create(prompt=ids, max_tokens=12, logprobs=3, **kw)
+    ch = out.choices[0]
+    got = [int(t.split(":")[1]) for t in ch.logprobs.tokens]
+    assert ch.finish_reason == "stop" and got[-1] == eos and eos not in got[:-1]
+    assert out.usage.completion_tokens == len(got)
+    assert ch.text == tok.decode(got[:-1], skip_special_tokens=True)
+    direct = _log_softmax(model, ids + got)
+    for t, g in enumerate(got):
+        assert ch.logprobs.token_logprobs[t] == pytest.approx(float(direct[len(ids) + t - 1, g]), abs=1e-4)
+    assert f"token_id:{eos}" in ch.logprobs.top_logprobs[-1]
+    # one step at the end, as a remote member asks: the one generated token is the EOS, with its logprob
+    one = client.completions.create(prompt=ids + got[:-1], max_tokens=1, logprobs=5, **kw).choices[0]
+    assert one.logprobs.tokens == [f"token_id:{eos}"] and one.text == ""
+    assert one.logprobs.token_logprobs[0] == pytest.approx(float(direct[-2, eos]), abs=1e-4)
+    # cut by the token cap or by a stop string: no EOS was generated, none is reported
+    capped = client.completions.create(prompt=ids, max_tokens=len(got) - 1, logprobs=0, **kw).choices[0]
+    assert capped.finish_reason == "length" and f"token_id:{eos}" not in capped.logprobs.tokens
+    stop = ch.text[-1]
+    cut = client.completions.create(prompt=ids, max_tokens=12, logprobs=0, stop=[stop], **kw).choices[0]
+    assert cut.finish_reason == "stop" and f"token_id:{eos}" not in cut.logprobs.tokens
+    # chat logprobs end with the EOS too (its token text is the tokenizer's, e.g. "<eos>")
+    msg = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "Q: 12+7= A:"}],
+                                         max_tokens=12, temperature=0, logprobs=True, top_logprobs=1)  # fmt: skip
+    content = msg.choices[0].logprobs.content
+    assert content[-1].token == tok.decode([eos])
+    assert "".join(c.token for c in content[:-1]) == msg.choices[0].message.content
 
 
 def test_echo_logprobs_equal_log_softmax_and_full_k_is_the_whole_distribution(url, base):
@@ -106,7 +141,8 @@ def test_token_strings_and_top_k_without_token_ids(url, base):
     out = _client(url).completions.create(model="base", prompt="Q: 5+5= A:", max_tokens=4, temperature=0,
                                           logprobs=3)  # fmt: skip
     lp = out.choices[0].logprobs
-    assert "".join(lp.tokens) == out.choices[0].text
+    eos = tok.decode([tok.eos_token_id])
+    assert "".join(lp.tokens) in (out.choices[0].text, out.choices[0].text + eos)  # + a generated EOS
     for t, top in enumerate(lp.top_logprobs):
         assert 3 <= len(top) <= 4 and lp.tokens[t] in top
         assert lp.token_logprobs[t] == pytest.approx(top[lp.tokens[t]])
@@ -146,7 +182,8 @@ def test_chat_logprobs_have_openais_shape(url):
         top_logprobs=2,
     )
     content = out.choices[0].logprobs.content
-    assert "".join(c.token for c in content) == out.choices[0].message.content
+    text = "".join(c.token for c in content)
+    assert text.removesuffix("<eos>") == out.choices[0].message.content  # a generated EOS is listed last
     for c in content:
         assert len(c.top_logprobs) == 2 and c.bytes == list(c.token.encode())
         assert c.logprob <= c.top_logprobs[0].logprob + 1e-6

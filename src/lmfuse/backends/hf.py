@@ -176,19 +176,21 @@ class HFBackend:
         generated = ids.index(tok.eos_token_id) + 1 if stopped else len(ids)
         ids = ids[: generated - 1] if stopped else ids
         text = tok.decode(ids, skip_special_tokens=True)
+        on_eos = stopped
         for s in req.stop or []:
             if s in text:
                 stopped, text = True, text.split(s, 1)[0]
         if req.stop and len(text) < len(tok.decode(ids, skip_special_tokens=True)):
-            ids = _covering(tok, ids, len(text))
+            ids, on_eos = _covering(tok, ids, len(text)), False
         finish = "stop" if stopped or generated < cap else "length"
         reply = Reply(text, prompt_tokens=len(prompt), completion_tokens=generated, seconds=seconds,
                       finish_reason=finish)  # fmt: skip
         if req.echo:  # the prompt as the client sent it (token ids: their text without special tokens)
             given = req.prompt if req.prompt is not None else None
             reply.prompt_text = given or tok.decode(prompt, skip_special_tokens=req.messages is None)
-        if req.logprobs is not None:
-            reply.logprobs = token_logprobs(self.model, tok, prompt, ids, req.logprobs, req.echo)
+        if req.logprobs is not None:  # a generated EOS is the last entry (as vLLM reports it)
+            scored = ids + [tok.eos_token_id] if on_eos else ids
+            reply.logprobs = token_logprobs(self.model, tok, prompt, scored, req.logprobs, req.echo)
         return reply
 
     async def generate(self, requests: Sequence[Request]) -> list[Reply]:

@@ -26,11 +26,13 @@ RETRY_STATUS = {408, 409, 429}
 try:
     import orjson
 
-    _dumps = orjson.dumps
+    _dumps, _loads = orjson.dumps, orjson.loads
 except ImportError:  # orjson comes with the serve extra
 
     def _dumps(obj: Any) -> bytes:
         return json.dumps(obj).encode()
+
+    _loads = json.loads
 
 
 class OpenAIBackend:
@@ -86,6 +88,8 @@ class OpenAIBackend:
         return f"{self.base_url.rstrip('/')}/{self._path(req)}"
 
     async def generate(self, requests: Sequence[Request]) -> list[Reply]:
+        # each call its own task, also a lone one: the loop turn before it lets a connection the server
+        # closed be noticed before it is reused (tests/backends/test_openai_connections.py)
         return list(await asyncio.gather(*(self._call(r) for r in requests)))
 
     async def _call(self, req: Request) -> Reply:
@@ -178,7 +182,7 @@ class OpenAIBackend:
                 content = await resp.read()
         if resp.status >= 400:
             raise _status_error(resp, content)
-        data = json.loads(content)
+        data = _loads(content)
         choice = data["choices"][0]
         text = (
             (choice.get("message") or {}).get("content") if req.messages is not None else choice.get("text")

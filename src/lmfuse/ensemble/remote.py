@@ -177,8 +177,9 @@ def distributions(
 
     One position: ``max_tokens: 1``, read at the generated position. Several: ``echo`` on the prompt
     with a placeholder token appended, read at the echoed positions only (echoed entry i predicts token
-    i), so what the server generates never matters. A server that stops on an EOS without reporting it
-    (a generated position with no entry) is asked again that second way for those rows."""
+    i), so what the server generates never matters. vLLM and ``lmfuse serve`` list a generated EOS with its
+    logprob; a server that stops on an EOS without reporting it (a generated position with no entry) is
+    asked again that second way for those rows (one more call)."""
     echo = echo or max(last) > 1
     pad = member.tokenizer.pad_token_id or 0
     sent = [p + [pad] for p in prompts] if echo else prompts
@@ -257,7 +258,7 @@ class RemoteState:
                 drafts[r, j] = int(tok[9:])
                 logps[r, j] = self.member.dense(entry)
             if len(tokens) < k and not (tokens and int(tokens[-1][9:]) in self.member.eos_ids):
-                short.append((r, len(tokens)))  # stopped on an EOS it did not report
+                short.append((r, len(tokens)))  # stopped on an EOS it did not report (not vLLM)
         if short:  # the lead's real distribution where it stopped (its draft there: the EOS)
             heads = [self.rows[r] + drafts[r, :j].tolist() for r, j in short]
             again = distributions(self.member, heads, [1] * len(heads), echo=True)

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from lmfuse.backends.base import Backend
 from lmfuse.serve import shapes, stream
+from lmfuse.serve.direct import Direct, describe
 from lmfuse.serve.errors import APIError, classify, kind_of
 from lmfuse.serve.faults import Faults
 from lmfuse.serve.fusion import Call, Fusion, FusionFailed, Outcome, RequestError
@@ -40,7 +41,7 @@ class ServerOptions:
     max_input_chars: int = 100_000
     """Largest prompt (all messages together), in characters; beyond it, 400."""
     max_body_bytes: int = 4_000_000
-    """Largest request body; beyond it, 400."""
+    """Largest request body, with or without Content-Length (chunked); beyond it, 413."""
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> list[str]:
@@ -66,7 +67,8 @@ def _error(status: int, message: str, kind: str, retry_after: float | None = Non
 
 
 class Guard:
-    """Pure ASGI middleware (no per-request task): the API-key check and the body-size limit."""
+    """Pure ASGI middleware (no per-request task): the API-key check and the body-size limit (by the
+    Content-Length header; a chunked body is read up to the limit and refused with 413 past it)."""
 
     def __init__(self, app: Any, keys: Sequence[str], max_body_bytes: int) -> None:
         self.app, self.keys, self.max_body = app, [k.encode() for k in keys], max_body_bytes
@@ -81,16 +83,60 @@ class Guard:
             if not any(hmac.compare_digest(token, k) for k in self.keys):
                 msg = "missing or wrong API key (send Authorization: Bearer <key>)"
                 return await _error(401, msg, "authentication_error")(scope, receive, send)
-        size = headers.get(b"content-length", b"")
-        if size.isdigit() and int(size) > self.max_body:
-            msg = f"request body is {int(size)} bytes; this server takes at most {self.max_body}"
-            return await _error(400, msg, "invalid_request_error")(scope, receive, send)
-        return await self.app(scope, receive, send)
+        size = headers.get(b"content-length")
+        if size is not None:
+            if size.isdigit() and int(size) > self.max_body:
+                msg = f"request body is {int(size)} bytes; this server takes at most {self.max_body}"
+                return await _error(413, msg, "invalid_request_error")(scope, receive, send)
+            return await self.app(scope, receive, send)
+        head = await self._bounded(receive)  # chunked: read up to the limit, no further
+        if head is None:
+            msg = (f"request body is over {self.max_body} bytes (sent chunked); this server takes at "
+                   f"most {self.max_body}")  # fmt: skip
+            return await _error(413, msg, "invalid_request_error")(scope, receive, send)
+        return await self.app(scope, _replay(head, receive), send)
+
+    async def _bounded(self, receive: Any) -> list[dict] | None:
+        """The body messages of a request without Content-Length, read until its end, or ``None`` as
+        soon as they pass ``max_body`` bytes (the rest is never read here)."""
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # the client left
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                return messages
 
 
-def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOptions) -> None:
-    """API-key check (when keys are set), body-size limit and OpenAI-shaped errors for everything."""
-    app.add_middleware(Guard, keys=keys, max_body_bytes=opts.max_body_bytes)
+def _replay(messages: list[dict], receive: Any) -> Any:
+    """A ``receive`` that hands out ``messages`` first, then what ``receive`` gives (a disconnect)."""
+    pending = list(messages)
+
+    async def replayed() -> dict:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def _failure(exc: Exception, opts: ServerOptions) -> Response:
+    """The OpenAI-shaped error response of an exception raised while answering."""
+    status, kind, message = classify(exc)
+    if status == 500 and not isinstance(exc, APIError):
+        log.error("request failed", exc_info=exc)
+    return _error(status, message, kind, opts.limits.retry_after)
+
+
+def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOptions, routes: Routes) -> None:
+    """API-key check (when keys are set), body-size limit, the hot endpoints served directly
+    (``direct.py``) and OpenAI-shaped errors for everything."""
+    direct = {"/v1/chat/completions": (ChatBody, routes.chat), "/v1/completions": (CompletionBody, routes.completions)}
+    app.add_middleware(Direct, routes=direct, invalid=lambda m: _error(400, m, "invalid_request_error"),
+                       failed=lambda exc: _failure(exc, opts))  # fmt: skip
+    app.add_middleware(Guard, keys=keys, max_body_bytes=opts.max_body_bytes)  # outside: checked first
 
     @app.exception_handler(HTTPException)
     async def _http(_: HTTPRequest, exc: HTTPException) -> Response:
@@ -99,14 +145,10 @@ def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOpti
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: HTTPRequest, exc: RequestValidationError) -> Response:
-        where = "; ".join(f"{'.'.join(map(str, e['loc'][1:] or e['loc']))}: {e['msg']}" for e in exc.errors())
-        return _error(400, f"invalid request body: {where}", "invalid_request_error")
+        return _error(400, f"invalid request body: {describe(exc.errors(), 1)}", "invalid_request_error")
 
     async def _classified(_: HTTPRequest, exc: Exception) -> Response:
-        status, kind, message = classify(exc)
-        if status == 500 and not isinstance(exc, APIError):
-            log.error("request failed", exc_info=exc)
-        return _error(status, message, kind, opts.limits.retry_after)
+        return _failure(exc, opts)
 
     for cls in (APIError, RequestError, FusionFailed, QueueFull, TimeoutError, Exception):
         app.add_exception_handler(cls, _classified)
@@ -146,8 +188,10 @@ class Routes:
     async def answer(self, fusion: Fusion, calls: list[Call]) -> list[Outcome]:
         async with self.gate.slot():
             await self.injected()
-            work = asyncio.gather(*(fusion.run(c) for c in calls))
-            return list(await asyncio.wait_for(work, self.opts.limits.timeout))
+            async with asyncio.timeout(self.opts.limits.timeout):
+                if len(calls) == 1:  # no task for a lone prompt
+                    return [await fusion.run(calls[0])]
+                return list(await asyncio.gather(*(fusion.run(c) for c in calls)))
 
     async def streamed(
         self, fusion: Fusion, calls: list[Call], chat: bool, body: Any, delta: Any
@@ -240,7 +284,7 @@ def create_app(
                   redoc_url=None, openapi_url=None)  # fmt: skip
     routes = Routes(fusions, faults or Faults(), opts)
     app.state.faults, app.state.gate, app.state.fusions = routes.faults, routes.gate, fusions
-    _install_auth_and_errors(app, keys, opts)
+    _install_auth_and_errors(app, keys, opts, routes)
     app.get("/health")(routes.health)
     app.get("/v1/models")(routes.list_models)
     app.post("/v1/completions")(routes.completions)

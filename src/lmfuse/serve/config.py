@@ -228,6 +228,7 @@ class ServerConfig:
     max_input_chars: int = 100_000
     """Largest prompt, all messages together, in characters (400 beyond)."""
     max_body_bytes: int = 4_000_000
+    """Largest request body in bytes, chunked uploads included (413 beyond)."""
     limits: Limits = field(default_factory=Limits)
     grace_seconds: float = 10.0
     """SIGTERM: in-flight requests get this long to finish; new ones are refused."""

@@ -8,6 +8,7 @@ given these wrappers as its backends and the server still sees every call and it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -27,20 +28,36 @@ async def stream_reply(backend: Backend, request: Request) -> AsyncIterator[str 
     yield reply
 
 
+def member_seed(seed: int | None, *who: object) -> int | None:
+    """The seed of one member call of a request seeded with ``seed``, from ``who`` asks (member, round):
+    members sample independently of each other, and the same request gets the same seeds again."""
+    if seed is None:
+        return None
+    digest = hashlib.blake2b(repr((seed, *who)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
 class Recorded:
     """``backend`` with a ``timeout`` per call; every ``(member, request, reply)`` lands in ``calls``.
-    ``tap(request)`` → a callback taking each text delta: that call is streamed through it."""
+    ``tap(request)`` → a callback taking each text delta: that call is streamed through it.
+    ``adjust(request)`` → the request actually sent (the request's own sampling settings)."""
 
     def __init__(self, backend: Backend, member: Callable[[Request], str], timeout: float,
-                 calls: list, tap: Callable[[Request], Callable[[str], None] | None] | None = None) -> None:  # fmt: skip
+                 calls: list, tap: Callable[[Request], Callable[[str], None] | None] | None = None,
+                 adjust: Callable[[Request], Request] | None = None) -> None:  # fmt: skip
         self.backend, self.member, self.timeout, self.calls, self.tap = backend, member, timeout, calls, tap
+        self.adjust = adjust
         self.name = backend.name
 
     async def generate(self, requests: Sequence[Request]) -> list[Reply]:
+        if len(requests) == 1:  # no task for a lone call
+            return [await self.one(requests[0])]
         return list(await asyncio.gather(*(self.one(r) for r in requests)))
 
     async def one(self, request: Request) -> Reply:
         start = time.perf_counter()
+        if self.adjust is not None:
+            request = self.adjust(request)
         sink = self.tap(request) if self.tap else None
         try:
             async with asyncio.timeout(self.timeout):

@@ -16,7 +16,7 @@ from typing import Any
 from lmfuse.backends.base import Backend, Reply, Request
 from lmfuse.serve.fusion import Call, Choice, Delta, FusionFailed, Outcome, RequestError
 from lmfuse.serve.fusions import requests_for
-from lmfuse.serve.members import Recorded, split, usage_of
+from lmfuse.serve.members import Recorded, member_seed, split, usage_of
 
 Calls = list[tuple[str, Request, Reply]]
 
@@ -51,8 +51,12 @@ class _Fused:
     def __init__(self, options: Any, model_id: str, backends: dict[str, Backend]) -> None:
         self.options, self.name, self.backends = options, model_id, backends
 
-    def wrap(self, calls: Calls, member: Callable[[Request], str], tap=None) -> dict[str, Recorded]:
-        return {n: Recorded(b, member, self.options.timeout, calls, tap) for n, b in self.backends.items()}
+    def wrap(
+        self, calls: Calls, member: Callable[[Request], str], tap=None, adjust=None
+    ) -> dict[str, Recorded]:
+        return {
+            n: Recorded(b, member, self.options.timeout, calls, tap, adjust) for n, b in self.backends.items()
+        }
 
     def failed(self, ok: list[str], failed: list[dict], need: int, calls: Calls, extra: dict) -> FusionFailed:
         names = ", ".join(f"{f['member']} ({f['error']})" for f in failed)
@@ -74,6 +78,8 @@ class _Fused:
         raise NotImplementedError
 
     async def run(self, call: Call) -> Outcome:
+        if call.n == 1:  # no task for a lone fusion
+            return await self.once(call, 0, None)
         outs = await asyncio.gather(*(self.once(_choice(call, j), j, None) for j in range(call.n)))
         return merge(list(outs))
 
@@ -120,8 +126,9 @@ class VoteFusion(_Fused):
         opts, calls = self.options, []
         wrapped = self.wrap(calls, lambda r: r.meta["member"])
         jobs = []
-        for name in opts.members:
-            reqs = requests_for(call, self.backends[name], n=opts.samples, member=name)
+        for name in opts.members:  # each member its own seeds (samples: seed, seed + 1, ...)
+            own = call if call.seed is None else dataclasses.replace(call, seed=member_seed(call.seed, name))
+            reqs = requests_for(own, self.backends[name], n=opts.samples, member=name)
             jobs.append(wrapped[name].generate(reqs))
         await asyncio.gather(*jobs)
         ok, failed = split(calls, opts.members)
@@ -148,11 +155,23 @@ def _agent_name(r: Request) -> str:
 
 class _Exchange(_Fused):
     """MoA and EoT: a per-request copy of the exchange recipe with the request's temperature and
-    ``max_tokens``, solved by the method's public class over the recorded wrappers."""
+    ``max_tokens``, solved by the method's public class over the recorded wrappers; every member call
+    also gets the request's ``top_p`` and a seed of its own (``member_seed`` of agent and round), and
+    the calls of round ``stop_round`` (the MoA aggregator) its ``stop`` strings."""
 
     def __init__(self, options: Any, model_id: str, backends: dict[str, Backend], config: Any) -> None:
         super().__init__(options, model_id, backends)
         self.config = config
+
+    @staticmethod
+    def adjust(call: Call, stop_round: int | None) -> Callable[[Request], Request]:
+        def sent(r: Request) -> Request:
+            rnd = r.meta.get("round")
+            stop = call.stop if stop_round is not None and rnd == stop_round else r.stop
+            return dataclasses.replace(r, top_p=call.top_p, stop=stop,
+                                       seed=member_seed(call.seed, r.meta.get("agent"), rnd))  # fmt: skip
+
+        return sent
 
     def recipe(self, call: Call) -> Any:
         def agent(a: Any) -> Any:
@@ -178,7 +197,8 @@ class MoAFusion(_Exchange):
         cfg, calls = self.recipe(call), []
         final = len(cfg.layers)
         tap = None if sink is None else (lambda r: sink if r.meta.get("round") == final else None)
-        result = await MoA(cfg, self.wrap(calls, _agent_name, tap)).solve(question_of(call), f"choice-{j}")
+        wrapped = self.wrap(calls, _agent_name, tap, self.adjust(call, final))
+        result = await MoA(cfg, wrapped).solve(question_of(call), f"choice-{j}")
         proposers = [a.name for a in cfg.layers[0]]
         ok, failed = split([c for c in calls if c[1].meta.get("round") == 0], proposers)
         agg = [(m, r) for m, q, r in calls if q.meta.get("round") == final]
@@ -226,7 +246,8 @@ class EoTFusion(_Exchange):
         from lmfuse.exchange.eot import EoT
 
         cfg, calls = self.recipe(call), []
-        result = await EoT(cfg, self.wrap(calls, _agent_name)).solve(question_of(call), f"choice-{j}")
+        wrapped = self.wrap(calls, _agent_name, adjust=self.adjust(call, None))  # every reply is read
+        result = await EoT(cfg, wrapped).solve(question_of(call), f"choice-{j}")
         names = [a.name for a in cfg.agents]
         ok, failed = split(calls, names)
         need = self.options.need(len(names))
