@@ -1,4 +1,4 @@
-"""``lmfuse moe build | train-router | inspect``: parse, call the API, print."""
+"""``lmfuse moe build | train-router | train | inspect``: parse, call the API, print."""
 
 from __future__ import annotations
 
@@ -46,6 +46,12 @@ def add_parser(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0, help="default 0")
     t.add_argument("--overwrite", action="store_true", help="replace --out if lmfuse wrote it")
     t.add_argument("--max-input-tokens", type=int, metavar="N", help=MAX_TOKENS_HELP)
+    t.add_argument(
+        "--routing",
+        choices=("token", "prompt"),
+        help="which router to train: the per-token gates, or the prompt router (one decision per prompt; "
+        "adds one to a token-routed model); default: the model's own routing",
+    )
     t.set_defaults(func=_train_router)
 
     i = sub.add_parser("inspect", help="per layer, each expert's share of tokens and the winner per category")
@@ -78,31 +84,62 @@ def _build(args: argparse.Namespace) -> int:
 
 def _train_router(args: argparse.Namespace) -> int:
     from lmfuse.core.atomic import atomic_output_dir, check_output_dir
-    from lmfuse.core.loading import load_model_and_tokenizer
     from lmfuse.errors import ConfigError
     from lmfuse.moe.data import read_examples
-    from lmfuse.moe.train_router import TrainRouterConfig, train_router
+    from lmfuse.moe.train_router import TrainRouterConfig
 
     if args.steps < 1 or args.batch_size < 1 or args.lr <= 0:
         raise ConfigError("--steps and --batch-size must be positive integers and --lr a positive number")
     check_output_dir(args.out, args.overwrite)
     examples = read_examples(args.data)
     stored = _stored_dtype(args.model)
-    model, tok = load_model_and_tokenizer(args.model, dtype="float32")
-    _require_moe(model, args.model)
-    _check_examples(args, model, tok, examples)
+    model, tok, routing = _load_for_routing(args)
     cfg = TrainRouterConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    result = train_router(model, tok, examples, cfg, progress=True)
+    result = _train(model, tok, examples, cfg, routing, args)
     if stored is not None:
         model.to(stored)  # trained in fp32, saved as the input was stored
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         _write_router_log(tmp, args, cfg, result)
-    print(f"trained {result.trained_params:,} router parameters ({result.frozen_params:,} frozen) "
+    what = "prompt-router" if routing == "prompt" else "router"
+    print(f"trained {result.trained_params:,} {what} parameters ({result.frozen_params:,} frozen) "
           f"for {len(result.losses)} steps: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
     print(f"saved to {args.out}")
     return 0
+
+
+def _load_for_routing(args: argparse.Namespace):
+    """``(model, tokenizer, routing)``: a ``PromptRoutedMoE`` when the model has or gets a prompt router."""
+    import torch
+
+    from lmfuse.moe.prompt import PromptRoutedMoE, is_prompt_routed, load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(args.model, dtype="float32")
+    inner = model.model if isinstance(model, PromptRoutedMoE) else model
+    _require_moe(inner, args.model)
+    routing = args.routing or ("prompt" if is_prompt_routed(args.model) else "token")
+    if routing == "prompt" and not isinstance(model, PromptRoutedMoE):  # a new router: uniform at first
+        cfg = inner.config
+        experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
+        model = PromptRoutedMoE(inner, torch.zeros(experts, 2 * cfg.hidden_size), cfg.num_experts_per_tok)
+    return model, tok, routing
+
+
+def _train(model, tok, examples, cfg, routing: str, args: argparse.Namespace):
+    from lmfuse.errors import InputDataError
+    from lmfuse.moe.prompt import PromptRoutedMoE
+    from lmfuse.moe.train_prompt_router import train_prompt_router
+    from lmfuse.moe.train_router import train_router
+
+    inner = model.model if isinstance(model, PromptRoutedMoE) else model
+    _check_examples(args, inner, tok, examples)
+    if routing == "token":
+        return train_router(inner, tok, examples, cfg, progress=True)
+    try:
+        return train_prompt_router(model, tok, examples, cfg, progress=True)
+    except ValueError as exc:
+        raise InputDataError(f"{args.data}: {exc}") from None
 
 
 def _stored_dtype(name: str):

@@ -1,12 +1,17 @@
 """Demo rows: an MoE built from the zoo specialists ``add``, ``sub``, ``mul`` with ``hidden`` routers from
 per-operation prompts, then after a brief ``train-router`` on fresh training questions (never the
-held-out ones).
+held-out ones), then the same experts with prompt-level routing (a prompt router trained on fresh
+questions picks one specialist per question).
 
 The specialists are MLP-only fine-tunes of ``base`` (attention, norms and embeddings frozen), so the
-shared weights are exactly the base's. What remains is token-level routing: positions before the
-operator cannot know which specialist the question needs, so even well-trained routers mix experts
-where each specialist alone would use its own MLP everywhere (measured: the MoE stays below the best
-specialist on its own operation).
+shared weights are exactly the base's. Token-level routing is what holds the first two rows back:
+positions before the operator cannot know which specialist the question needs, so even well-trained
+routers mix experts where each specialist alone would use its own MLP everywhere (measured: the MoE stays
+below the best specialist on its own operation). A prompt routed with weight 1 to specialist X is
+specialist X exactly, so prompt-level routing reaches each specialist's score on its own operation.
+
+Everything is seeded (question draws, ``torch``), and router training is full-batch or seeded, so the
+rows are the same on every run with the same thread count.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from lmfuse.zoo.questions import held_out_pairs
 PROMPTS_PER_OP = 8
 TRAIN_PER_OP = 256
 TRAIN_STEPS = 50
+PROMPT_TRAIN_PER_OP = 64
+"""Prompt-router training examples per operation (each costs one forward per expert, once)."""
+PROMPT_TRAIN_STEPS = 30
 
 
 def training_questions(per_op: int, seed: int) -> dict[str, list[zoo.Question]]:
@@ -39,38 +47,83 @@ def training_questions(per_op: int, seed: int) -> dict[str, list[zoo.Question]]:
     return out
 
 
-def zoo_recipe(prompts: dict[str, list[zoo.Question]]):
-    """The build recipe: base + the three specialists, hidden routers, top-2."""
+def zoo_recipe(prompts: dict[str, list[zoo.Question]], routing: str = "token", k: int = 2):
+    """The build recipe: base + the three specialists, hidden routers, top-``k``."""
     from lmfuse.moe.recipe import BuildRecipe, ExpertSpec
 
     experts = [ExpertSpec(str(zoo.path(op)), [q.prompt for q in prompts[op]]) for op in zoo.SPECIALISTS]
     return BuildRecipe(
-        base=str(zoo.path("base")), experts=experts, num_experts_per_tok=2, router_init="hidden"
-    )
+        base=str(zoo.path("base")), experts=experts, num_experts_per_tok=k, router_init="hidden",
+        routing=routing,
+    )  # fmt: skip
+
+
+def best_specialist(ctx: DemoContext) -> str:
+    """``"best member sub 0.62"``: the strongest expert the MoE fuses, on the demo's questions."""
+    scores = {}
+    for op in zoo.SPECIALISTS:
+        if op not in ctx.results:
+            ctx.results[op] = zoo.evaluate(zoo.hf_generate_fn(*ctx.member(op)), ctx.questions)
+        scores[op] = ctx.results[op].accuracy
+    best = max(scores, key=scores.get)
+    return f"best member {best} {scores[best]:.2f}"
+
+
+def _examples(per_op: int, seed: int):
+    from lmfuse.moe.data import Example
+
+    fresh = training_questions(per_op, seed=seed).values()
+    return [Example(q.text, q.op, prompt=q.prompt) for qs in fresh for q in qs]
 
 
 def demo_rows(ctx: DemoContext) -> list[DemoRow]:
-    from lmfuse.core.loading import load_model_and_tokenizer
-    from lmfuse.moe.build import build_moe
-    from lmfuse.moe.data import Example
-    from lmfuse.moe.train_router import TrainRouterConfig, train_router
+    import torch
 
-    rows = []
+    torch.manual_seed(0)
+    best = best_specialist(ctx)
     prompts = training_questions(PROMPTS_PER_OP, seed=1)
     with tempfile.TemporaryDirectory(prefix="lmfuse-moe-demo-") as tmp:
-        start = time.perf_counter()
-        built = build_moe(zoo_recipe(prompts), f"{tmp}/moe")
-        model, tok = load_model_and_tokenizer(built.out, dtype="float32")
-        result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
-        note = f"{built.architecture} top-2 of 3, hidden routers; {built.active_params:,}/{built.total_params:,} params active"
-        rows.append(DemoRow("moe add+sub+mul (hidden)", result.row(), time.perf_counter() - start, note=note))
-
-        start = time.perf_counter()
-        # the zoo learned answers only (prompt tokens were masked): train the routers the same way
-        fresh = training_questions(TRAIN_PER_OP, seed=2).values()
-        data = [Example(q.text, q.op, prompt=q.prompt) for qs in fresh for q in qs]
-        trained = train_router(model, tok, data, TrainRouterConfig(steps=TRAIN_STEPS, batch_size=32))
-        result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
-        note = f"routers only, {len(trained.losses)} steps, loss {trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}"
-        rows.append(DemoRow("moe + train-router", result.row(), time.perf_counter() - start, note=note))
+        rows = _token_rows(ctx, prompts, tmp, best)
+        rows.append(_prompt_row(ctx, prompts, tmp, best))
     return rows
+
+
+def _token_rows(ctx: DemoContext, prompts, tmp: str, best: str) -> list[DemoRow]:
+    from lmfuse.core.loading import load_model_and_tokenizer
+    from lmfuse.moe.build import build_moe
+    from lmfuse.moe.train_router import TrainRouterConfig, train_router
+
+    start = time.perf_counter()
+    built = build_moe(zoo_recipe(prompts), f"{tmp}/moe")
+    model, tok = load_model_and_tokenizer(built.out, dtype="float32")
+    result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
+    note = f"{built.architecture} top-2 of 3, hidden routers; {built.active_params:,}/{built.total_params:,} params active; {best}"
+    rows = [DemoRow("moe add+sub+mul (hidden)", result.row(), time.perf_counter() - start, note=note)]
+
+    start = time.perf_counter()
+    # the zoo learned answers only (prompt tokens were masked): train the routers the same way
+    data = _examples(TRAIN_PER_OP, seed=2)
+    trained = train_router(model, tok, data, TrainRouterConfig(steps=TRAIN_STEPS, batch_size=32))
+    result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
+    note = f"token routers only, {len(trained.losses)} steps, loss {trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}; {best}"
+    rows.append(DemoRow("moe + train-router", result.row(), time.perf_counter() - start, note=note))
+    return rows
+
+
+def _prompt_row(ctx: DemoContext, prompts, tmp: str, best: str) -> DemoRow:
+    from lmfuse.moe.build import build_moe
+    from lmfuse.moe.prompt import load_model_and_tokenizer
+    from lmfuse.moe.train_prompt_router import train_prompt_router
+    from lmfuse.moe.train_router import TrainRouterConfig
+
+    start = time.perf_counter()
+    built = build_moe(zoo_recipe(prompts, routing="prompt", k=1), f"{tmp}/moe-prompt")
+    model, tok = load_model_and_tokenizer(built.out, dtype="float32")
+    data = _examples(PROMPT_TRAIN_PER_OP, seed=2)
+    trained = train_prompt_router(model, tok, data, TrainRouterConfig(steps=PROMPT_TRAIN_STEPS))
+    result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
+    note = (
+        f"prompt-level top-1 of 3, router trained on {len(data)} prompts, loss "
+        f"{trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}; {best}"
+    )
+    return DemoRow("moe prompt-routed + train-router", result.row(), time.perf_counter() - start, note=note)
