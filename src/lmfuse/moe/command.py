@@ -54,6 +54,25 @@ def add_parser(subparsers) -> None:
     )
     t.set_defaults(func=_train_router)
 
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune an MoE's experts and routers together (Branch-Train-MiX; transformers Trainer)",
+        description="lmfuse train on an MoE model, with transformers' load-balancing loss added and parts "
+        "optionally frozen; checkpoints, --resume and Ctrl-C as lmfuse train.",
+    )
+    from lmfuse.graft.command import add_train_arguments
+
+    add_train_arguments(tr)
+    tr.add_argument(
+        "--freeze", nargs="+", default=[], choices=("attention", "embeddings", "experts", "routers"),
+        help="parts to leave as built (attention includes the norms)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--router-aux-loss-coef", type=float, default=0.01, metavar="W",
+        help="weight of the load-balancing loss (transformers': k at balance; default 0.01, 0: off)",
+    )  # fmt: skip
+    tr.set_defaults(func=_moe_train)
+
     i = sub.add_parser("inspect", help="per layer, each expert's share of tokens and the winner per category")
     i.add_argument("model", help="MoE model directory (or zoo:NAME)")
     i.add_argument("--data", required=True, help=".jsonl with 'text' and optional 'category', or text lines")
@@ -140,6 +159,16 @@ def _train(model, tok, examples, cfg, routing: str, args: argparse.Namespace):
         return train_prompt_router(model, tok, examples, cfg, progress=True)
     except ValueError as exc:
         raise InputDataError(f"{args.data}: {exc}") from None
+
+
+def _moe_train(args: argparse.Namespace) -> int:
+    from lmfuse.graft.command import train_handler, train_settings
+    from lmfuse.moe.train import MoETrainConfig, moe_train
+
+    config = MoETrainConfig(
+        **train_settings(args), freeze=args.freeze, router_aux_loss_coef=args.router_aux_loss_coef
+    )
+    return train_handler(args, run=moe_train, config=config)
 
 
 def _stored_dtype(name: str):
