@@ -8,10 +8,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lmfuse.cli import main
+from lmfuse.errors import ConfigError
 from lmfuse.graft.train import PadCollator, tokenize
 from lmfuse.graft.train_state import TrainingInterrupted
 from lmfuse.moe.build import build_moe
-from lmfuse.moe.prompt import PromptRoutedMoE
+from lmfuse.moe.prompt import PromptRoutedMoE, load_model_and_tokenizer, prompt_features
 from lmfuse.moe.recipe import BuildRecipe, ExpertSpec
 from lmfuse.moe.train import MoETrainConfig, moe_train, parts
 from lmfuse.testing import char_tokenizer
@@ -90,12 +91,38 @@ def test_prompt_and_completion_records_learn_the_completion_only():
     assert (batch["labels"][1, :4] != -100).all() and (batch["labels"][1, 4:] == -100).all()
 
 
-def test_a_prompt_routed_model_keeps_its_prompt_router(tmp_path, llama_family, data):
+def test_a_prompt_routed_model_trains_only_the_expert_its_prompts_are_routed_to(tmp_path, llama_family, data):
     src = build(tmp_path / "p", *llama_family, routing="prompt", num_experts_per_tok=1)
-    moe_train(str(src), [data], tmp_path / "o", config(steps=1))
-    assert torch.equal(
-        PromptRoutedMoE.from_pretrained(tmp_path / "o").weight, PromptRoutedMoE.from_pretrained(src).weight
+    prm, tok = load_model_and_tokenizer(src, dtype="float32")
+    prompts = [json.loads(line)["prompt"] for line in data.read_text().splitlines()]
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    g = prompt_features(prm.model, enc["input_ids"], enc["attention_mask"]).mean(0)
+    prm.weight = torch.stack([-g, g, -g])  # every one of these prompts goes to expert 1
+    assert (prm.route(enc["input_ids"], enc["attention_mask"]).indices == 1).all()
+    prm.save_pretrained(tmp_path / "to1")
+    tok.save_pretrained(tmp_path / "to1")
+    moe_train(
+        str(tmp_path / "to1"), [data], tmp_path / "o", config(steps=2, freeze=["attention", "embeddings"])
     )
+    _, before = weights(tmp_path / "to1")
+    _, after = weights(tmp_path / "o")
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(".experts." in n for n in changed)
+    for n in changed:  # stacked (E, ...) expert tensors: only expert 1 moved
+        assert not torch.equal(before[n][1], after[n][1])
+        assert torch.equal(before[n][0], after[n][0]) and torch.equal(before[n][2], after[n][2])
+    kept = PromptRoutedMoE.from_pretrained(tmp_path / "o").weight
+    assert torch.equal(kept, prm.weight)  # the prompt router is carried over unchanged
+
+
+def test_a_prompt_routed_model_needs_prompt_completion_records(tmp_path, llama_family):
+    src = build(tmp_path / "p", *llama_family, routing="prompt", num_experts_per_tok=1)
+    text = tmp_path / "d.txt"
+    text.write_text("Q: 1+2= A: 3\n")
+    with pytest.raises(ConfigError, match="routes by prompt"):
+        moe_train(str(src), [text], tmp_path / "o", config(steps=1))
+    assert not (tmp_path / "o").exists()
 
 
 def test_stop_then_resume_finishes(moe_dir, data, tmp_path):

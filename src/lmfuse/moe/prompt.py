@@ -106,6 +106,13 @@ def route(features: torch.Tensor, weight: torch.Tensor, k: int) -> PromptRouting
 @contextlib.contextmanager
 def fixed_routing(model, routing: PromptRouting) -> Iterator[None]:
     """Within the block, every MoE gate of ``model`` routes row ``b`` of any batch as ``routing[b]``."""
+    with _routing_hooks(model, lambda: routing):
+        yield
+
+
+@contextlib.contextmanager
+def _routing_hooks(model, current) -> Iterator[None]:
+    """Gate hooks that replace each gate's decision by ``current()``'s, row by row."""
     shape: dict[str, tuple[int, int]] = {}
 
     def see_batch(_module, args):
@@ -113,8 +120,8 @@ def fixed_routing(model, routing: PromptRouting) -> Iterator[None]:
 
     def replace(_module, _args, output):
         logits, scores, _ = output  # the gate's own (N, E), (N, k), (N, k); N = B·T
-        (batch, t) = shape["bt"]
-        r = routing.expand(batch)
+        batch, t = shape["bt"]
+        r = current().expand(batch)
         rep = lambda x: x.to(logits.device).repeat_interleave(t, 0)  # noqa: E731  (B, ·) → (B·T, ·)
         probs = rep(r.probs).clamp_min(1e-9)
         return probs.log().to(logits.dtype), rep(r.weights).to(scores.dtype), rep(r.indices)
@@ -128,6 +135,31 @@ def fixed_routing(model, routing: PromptRouting) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def routed_by_prompt(prm: PromptRoutedMoE) -> Iterator[None]:
+    """Within the block, every ``prm.model(input_ids=..., attention_mask=..., labels=...)`` call (as
+    transformers' ``Trainer`` makes) routes each row by ``prm``'s router from its prompt: the leading real
+    tokens whose labels are -100 (a prompt + completion batch, right padded)."""
+    state: dict[str, PromptRouting] = {}
+
+    def decide(_module, _args, kwargs):
+        ids, mask, labels = (kwargs.get(k) for k in ("input_ids", "attention_mask", "labels"))
+        if ids is None or labels is None:
+            raise ValueError("training with prompt routing needs input_ids and labels that mask the prompt")
+        mask = torch.ones_like(ids) if mask is None else mask
+        prompt = mask.bool() & (
+            (labels != -100).long().cumsum(-1) == 0
+        )  # (B, T) before the first learned token
+        state["routing"] = prm.route(ids, prompt.long())
+
+    handle = prm.model.register_forward_pre_hook(decide, with_kwargs=True)
+    try:
+        with _routing_hooks(prm.model, lambda: state["routing"]):
+            yield
+    finally:
+        handle.remove()
 
 
 class PromptRoutedMoE:

@@ -9,13 +9,15 @@ that the routers learn which expert to use and the experts learn to work under m
   next-token loss with weight ``router_aux_loss_coef`` (``output_router_logits`` on);
 - parts can be frozen: ``attention`` (attention and norms), ``embeddings`` (input and output), ``experts``,
   ``routers``; frozen parameters are left out of the optimiser and come out bit-identical;
-- a prompt-routed model (``lmfuse.moe.prompt``) keeps its prompt router: its files are carried over.
-  Training itself runs the token-level gates, so retrain the prompt router afterwards
-  (``train-router``) when the experts or the first layer's attention changed.
+- a prompt-routed model (``lmfuse.moe.prompt``) trains under its prompt routing: each example is routed
+  by the prompt router from its prompt (prompt + completion records are then required), so every expert
+  learns on the examples it will receive; the prompt router itself is kept as it is (its files are
+  carried over: retrain it with ``train-router`` if the experts or the first layer changed much).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,12 +94,12 @@ def moe_train(
     ``data``; saved to ``out`` as ``lmfuse train`` saves (``train_log.jsonl``, resumable checkpoints)."""
     from lmfuse.core.loading import load_model, load_tokenizer
     from lmfuse.moe.hf import moe_blocks
-    from lmfuse.moe.prompt import is_prompt_routed
+    from lmfuse.moe.prompt import is_prompt_routed, routed_by_prompt
 
     problems = config.validate()
     if problems:
         raise ConfigError(problems, source="moe train")
-    carried = None
+    carried, routed = None, contextlib.nullcontext()
     if isinstance(model, str | Path):
         carried = Path(model) if is_prompt_routed(model) else None
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
@@ -106,6 +108,8 @@ def moe_train(
         moe_blocks(model)
     except ValueError as exc:
         raise ConfigError(str(exc), source="moe train") from None
+    if carried is not None:
+        routed = routed_by_prompt(_prompt_routed(model, carried, data, config))
     freeze_parts(model, config.freeze)
     model.config.router_aux_loss_coef = config.router_aux_loss_coef
     model.router_aux_loss_coef = config.router_aux_loss_coef  # the CausalLM reads its own copy
@@ -117,14 +121,32 @@ def moe_train(
             (directory / name).write_bytes(content)
 
     try:
-        return train(
-            model, data, out, config, tokenizer=tokenizer, overwrite=overwrite, progress=progress,
-            resume=resume, stop=stop, method="moe train", finish=finish,
-        )  # fmt: skip
+        with routed:
+            return train(
+                model, data, out, config, tokenizer=tokenizer, overwrite=overwrite, progress=progress,
+                resume=resume, stop=stop, method="moe train", finish=finish,
+            )  # fmt: skip
     finally:
         model.config.output_router_logits = False
         for p in model.parameters():
             p.requires_grad_(True)
+
+
+def _prompt_routed(model, directory: Path, data, config: MoETrainConfig):
+    """The ``PromptRoutedMoE`` to train under; its data must be prompt + completion records."""
+    from lmfuse.core.loading import resolve_model_path
+    from lmfuse.graft.train import read_texts
+    from lmfuse.moe.prompt import PromptRoutedMoE, read_router
+
+    texts = read_texts(data, config.text_field)
+    if plain := sum(isinstance(t, str) for t in texts):
+        raise ConfigError(
+            f"{directory} routes by prompt: training needs 'prompt' + 'completion' records to route each "
+            f"example by its prompt; found {plain} of {len(texts)} examples with a text only",
+            source="moe train",
+        )
+    weight, k = read_router(Path(resolve_model_path(directory)))
+    return PromptRoutedMoE(model, weight, k)
 
 
 def _prompt_router(directory: Path | None) -> dict[str, bytes]:
