@@ -200,3 +200,15 @@ def test_built_router_is_the_contrast_of_the_moes_own_prompt_features(tmp_path, 
     pos = [e.positive_prompts for e in r.experts]
     want = prompt_rows(model.model, tok, pos, [[] for _ in pos], r.router_scale)
     torch.testing.assert_close(model.weight, want, rtol=1e-4, atol=1e-5)
+
+
+def test_inspect_reports_the_prompt_decisions_in_every_layer(prompt_moe, tmp_path):
+    from lmfuse.moe.inspect import inspect_routing
+
+    model, tok = load_model_and_tokenizer(prompt_moe, dtype="float32")
+    examples = [Example(p + " 1", str(i), prompt=p) for i, p in enumerate(PROMPTS)]
+    enc = encode(tok, PROMPTS)
+    decided = model.route(enc["input_ids"], enc["attention_mask"]).indices[:, 0].tolist()
+    result = inspect_routing(model, tok, examples)
+    assert all(row == result.shares[0] for row in result.shares)
+    assert result.winners() == {str(i): [e] * len(result.shares) for i, e in enumerate(decided)}

@@ -196,16 +196,17 @@ def _require_moe(model, name: str) -> None:
 
 def _inspect(args: argparse.Namespace) -> int:
     from lmfuse.core.atomic import check_image_path
-    from lmfuse.core.loading import load_model_and_tokenizer
     from lmfuse.moe.data import read_examples
     from lmfuse.moe.inspect import inspect_routing, plot_load
+    from lmfuse.moe.prompt import PromptRoutedMoE, load_model_and_tokenizer
 
     if args.plot:
         check_image_path(args.plot)
     examples = read_examples(args.data)
     model, tok = load_model_and_tokenizer(args.model, dtype="float32")
-    _require_moe(model, args.model)
-    _check_examples(args, model, tok, examples)
+    inner = model.model if isinstance(model, PromptRoutedMoE) else model
+    _require_moe(inner, args.model)
+    _check_examples(args, inner, tok, examples)
     result = inspect_routing(model, tok, examples)
     n_experts = len(result.shares[0])
     print(f"{result.tokens} tokens, {len(examples)} examples; share of routed tokens per expert:")
