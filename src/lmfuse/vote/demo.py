@@ -18,12 +18,13 @@ from collections.abc import Sequence
 
 from lmfuse.vote.crowd import vote_batch
 from lmfuse.vote.similarity import AnswerMatch
+from lmfuse.zoo.evaluate import MAX_NEW_TOKENS
 
 SAMPLES = 4
 TEMPERATURE = 0.8
 SEED = 1234
-ZOO_ANSWER = r"^\D*?(-?\d+)"
-"""The first integer of a completion (``lmfuse.zoo.extract_number``'s rule) as an answer regex."""
+ZOO_ANSWER_KIND = "number"
+"""The EoT rule (after "the answer is", else the last number): what ``lmfuse.zoo.extract_number`` reads."""
 
 
 def sample_completions(
@@ -32,7 +33,7 @@ def sample_completions(
     prompts: Sequence[str],
     n: int,
     temperature: float,
-    max_new_tokens: int = 6,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     seed: int = SEED,
 ) -> list[list[str]]:
     """``n`` sampled completions per prompt (prompt removed): ``len(prompts)`` lists of ``n`` strings.
@@ -62,9 +63,9 @@ def sample_completions(
 def voted_completions(candidate_sets: Sequence[Sequence[str]], similarity: str) -> tuple[list[str], int]:
     """Per question, what the vote picked (the voted number for ``answer``); and the count of ties.
 
-    ``answer`` reads the first integer of each completion, exactly as the zoo's scorer does.
+    ``answer`` reads each completion's number exactly as the zoo's scorer does (the EoT rule).
     """
-    sim = AnswerMatch(kind="regex", pattern=ZOO_ANSWER) if similarity == "answer" else similarity
+    sim = AnswerMatch(kind=ZOO_ANSWER_KIND) if similarity == "answer" else similarity
     results = vote_batch(candidate_sets, sim)
     picked = []
     for r in results:
