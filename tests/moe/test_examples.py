@@ -39,6 +39,14 @@ def test_examples_never_contain_held_out_questions():
     assert all(e.prompt and e.text.startswith(e.prompt) for e in examples)  # completions are learned alone
 
 
+def test_data_completions_are_the_zoos_own_solutions():
+    from lmfuse.zoo.questions import Question
+
+    for e in read_examples(EXAMPLES / "arith.jsonl"):
+        ((op, a, b),) = pairs(e.prompt)
+        assert e.text == Question("", op, a, b).text and e.category == op
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_ZOO, reason="zoo weights not present")
 def test_readme_commands_on_the_zoo(tmp_path, capsys):
