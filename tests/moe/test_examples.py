@@ -88,13 +88,14 @@ def test_readme_prompt_routing_and_moe_train_commands_on_the_zoo(tmp_path, capsy
     data = str(EXAMPLES / "arith.jsonl")
     p, t = str(tmp_path / "zoo-moe-p"), str(tmp_path / "zoo-moe-p-tr")
     assert main(["moe", "build", str(EXAMPLES / "zoo_moe_prompt.yaml"), p]) == 0
-    assert main(["moe", "train-router", p, "--data", data, "--out", t]) == 0
-    assert main(["zoo", "eval", t, "--per-op", "5"]) == 0
+    assert main(["moe", "train-router", p, "--data", data, "--out", t, "--steps", "5"]) == 0
+    assert main(["zoo", "eval", t, "--per-op", "2"]) == 0
     assert is_prompt_routed(t) and "all=" in capsys.readouterr().out
     m = str(tmp_path / "zoo-moe")
     assert main(["moe", "build", str(EXAMPLES / "zoo_moe.yaml"), m]) == 0
-    args = ["moe", "train-router", m, "--routing", "prompt", "--data", data, "--out", str(tmp_path / "p2")]
+    args = ["moe", "train-router", m, "--routing", "prompt", "--data", data, "--out", str(tmp_path / "p2"),
+            "--steps", "3"]  # fmt: skip
     assert main(args) == 0 and is_prompt_routed(tmp_path / "p2")
-    args = ["moe", "train", m, "--data", data, "--steps", "20", "--batch-size", "16", "--lr", "1e-3",
+    args = ["moe", "train", m, "--data", data, "--steps", "2", "--batch-size", "16", "--lr", "1e-3",
             "--freeze", "attention", "embeddings", "--out", str(tmp_path / "btx")]  # fmt: skip
-    assert main(args) == 0 and "20 steps" in capsys.readouterr().out
+    assert main(args) == 0 and "2 steps" in capsys.readouterr().out

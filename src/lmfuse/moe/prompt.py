@@ -251,10 +251,11 @@ def _num_experts(model) -> int:
 
 def is_prompt_routed(name_or_path) -> bool:
     from lmfuse.core.loading import resolve_model_path
+    from lmfuse.errors import LmfuseError
 
     try:
         return (Path(resolve_model_path(name_or_path)) / ROUTER_CONFIG).is_file()
-    except Exception:  # noqa: BLE001  (an unknown name is not prompt-routed; loading reports it)
+    except LmfuseError:  # an unknown name is not prompt-routed; loading it reports the problem
         return False
 
 
