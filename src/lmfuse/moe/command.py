@@ -121,9 +121,9 @@ def _train_router(args: argparse.Namespace) -> int:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         _write_router_log(tmp, args, cfg, result)
-    what = "prompt-router" if routing == "prompt" else "router"
+    what, steps = ("prompt-router", "L-BFGS evaluations") if routing == "prompt" else ("router", "steps")
     print(f"trained {result.trained_params:,} {what} parameters ({result.frozen_params:,} frozen) "
-          f"for {len(result.losses)} steps: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
+          f"for {len(result.losses)} {steps}: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
     print(f"saved to {args.out}")
     return 0
 
