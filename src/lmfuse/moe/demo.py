@@ -1,7 +1,8 @@
 """Demo rows: an MoE built from the zoo specialists ``add``, ``sub``, ``mul`` with ``hidden`` routers from
 per-operation prompts, then after a brief ``train-router`` on fresh training questions (never the
 held-out ones), then the same experts with prompt-level routing (a prompt router trained on fresh
-questions picks one specialist per question).
+questions picks one specialist per question), then the token-routed build after ``moe train``
+(Branch-Train-MiX: experts and routers fine-tuned together).
 
 The specialists are MLP-only fine-tunes of ``base`` (attention, norms and embeddings frozen), so the
 shared weights are exactly the base's. Token-level routing is what holds the first two rows back:
@@ -32,6 +33,8 @@ TRAIN_BATCH = 16
 PROMPT_TRAIN_PER_OP = 128
 """Prompt-router training examples per operation (each costs one forward per expert, once)."""
 PROMPT_TRAIN_STEPS = 30
+BTX_STEPS, BTX_LR, BTX_BATCH = 60, 1e-3, 16
+"""``moe train`` of the token-routed build: experts and routers, attention and embeddings frozen."""
 
 
 def training_questions(per_op: int, seed: int) -> dict[str, list[zoo.Question]]:
@@ -87,6 +90,7 @@ def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     with tempfile.TemporaryDirectory(prefix="lmfuse-moe-demo-") as tmp:
         rows = _token_rows(ctx, prompts, tmp, best)
         rows.append(_prompt_row(ctx, prompts, tmp, best))
+        rows.append(_btx_row(ctx, tmp, best))
     return rows
 
 
@@ -129,3 +133,32 @@ def _prompt_row(ctx: DemoContext, prompts, tmp: str, best: str) -> DemoRow:
         f"{trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}; {best}"
     )
     return DemoRow("moe prompt-routed + train-router", result.row(), time.perf_counter() - start, note=note)
+
+
+def _btx_row(ctx: DemoContext, tmp: str, best: str) -> DemoRow:
+    """Branch-Train-MiX: the token-routed build (``tmp/moe``) fine-tuned, experts and routers together."""
+    import json
+
+    from lmfuse.core.loading import load_model_and_tokenizer
+    from lmfuse.moe.train import MoETrainConfig, moe_train
+
+    start = time.perf_counter()
+    data = f"{tmp}/btx.jsonl"
+    with open(data, "w", encoding="utf-8") as fh:
+        for e in _examples(TRAIN_PER_OP, seed=2):
+            fh.write(json.dumps({"prompt": e.prompt, "completion": e.text[len(e.prompt) :]}) + "\n")
+    cfg = MoETrainConfig(
+        steps=BTX_STEPS,
+        lr=BTX_LR,
+        batch_size=BTX_BATCH,
+        log_every=BTX_STEPS,
+        freeze=["attention", "embeddings"],
+    )
+    trained = moe_train(f"{tmp}/moe", [data], f"{tmp}/btx", cfg)
+    model, tok = load_model_and_tokenizer(f"{tmp}/btx", dtype="float32")
+    result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
+    note = (
+        f"moe train: experts + token routers (attention, embeddings frozen), {BTX_STEPS} steps x {BTX_BATCH}, "
+        f"loss {trained.first_loss:.3f} -> {trained.last_loss:.3f}; {best}"
+    )
+    return DemoRow("moe + moe train (BTX)", result.row(), time.perf_counter() - start, note=note)
