@@ -187,7 +187,8 @@ def add_train_parser(subparsers) -> None:
         "train",
         help="continued pre-training of a causal LM on text or JSONL files (transformers Trainer)",
         description="Causal-LM training over transformers' Trainer (accelerate, FSDP and DeepSpeed work "
-        "as with Trainer). Text files: one example per line; JSONL: one object per line with a text field.",
+        "as with Trainer). Text files: one example per line; JSONL: one object per line with a text field, "
+        "or prompt and completion fields (the completion alone is learned).",
     )
     add_train_arguments(p)
     p.set_defaults(func=train_handler)
