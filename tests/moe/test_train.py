@@ -152,3 +152,8 @@ def test_cli_trains_and_prints(moe_dir, data, tmp_path, capsys):
     assert main(args) == 0
     assert "2 steps on 36 examples" in capsys.readouterr().out
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "o") is not None
+
+
+def test_prompt_completion_records_cannot_be_packed():
+    with pytest.raises(ConfigError, match="cannot be packed"):
+        tokenize([("Q: 1+2= A:", " 3")], char_tokenizer(), 8, packing=True)
