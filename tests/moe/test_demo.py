@@ -44,9 +44,23 @@ def test_demo_rows_on_the_zoo():
     from lmfuse.moe.demo import demo_rows
 
     rows = demo_rows(DemoContext(questions=zoo.eval_set(10)))
-    assert [r.name for r in rows] == ["moe add+sub+mul (hidden)", "moe + train-router"]
+    names = [
+        "moe add+sub+mul (hidden)",
+        "moe + train-router",
+        "moe prompt-routed + train-router",
+        "moe + train-router + moe train",
+    ]
+    assert [r.name for r in rows] == names
     for row in rows:
         assert set(row.accuracy) == {"all", *zoo.SPECIALISTS}
         assert all(0.0 <= v <= 1.0 for v in row.accuracy.values())
-    first, last = (float(x) for x in rows[1].note.split("loss ")[1].split(" -> "))
-    assert last < first  # router training lowers the answer loss
+    for row in rows[1:]:
+        first, last = (float(x.split(";")[0]) for x in row.note.split("loss ")[1].split(" -> "))
+        assert last < first  # router training lowers the answer loss
+    # a prompt routed to one specialist is that specialist, and the trained router sends each of these
+    # questions to its operation's specialist: the row scores what each specialist scores on its own operation
+    members = {
+        op: zoo.evaluate(zoo.hf_generate_fn(*zoo.load(op)), zoo.eval_set(10)) for op in zoo.SPECIALISTS
+    }
+    for op in zoo.SPECIALISTS:
+        assert rows[2].accuracy[op] == members[op].per_op[op]

@@ -303,7 +303,7 @@ def export_checkpoint(
     recipe_yaml: str,
     provenance_record: dict[str, Any],
     side_files_from: str | Path | None = None,
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
     overwrite: bool = False,
     max_shard_bytes: int = 2 * 1024**3,
     progress: bool = False,
@@ -311,7 +311,7 @@ def export_checkpoint(
     """Write a complete model directory at ``out`` atomically; returns ``out``.
 
     ``config`` is the ``config.json`` content; ``extra_files`` maps file names to text (model card,
-    plan). Nothing appears at ``out`` unless every file was written.
+    plan) or bytes. Nothing appears at ``out`` unless every file was written.
     """
     problems = check_plan(tensors)
     if problems:
@@ -323,7 +323,10 @@ def export_checkpoint(
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / RECIPE_FILE).write_text(recipe_yaml)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance_record, indent=2) + "\n")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+        for name, content in (extra_files or {}).items():
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            else:
+                (tmp / name).write_text(content)
         write_safetensors(tensors, tmp, max_shard_bytes=max_shard_bytes, progress=progress)
     return Path(out)

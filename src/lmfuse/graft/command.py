@@ -187,10 +187,20 @@ def add_train_parser(subparsers) -> None:
         "train",
         help="continued pre-training of a causal LM on text or JSONL files (transformers Trainer)",
         description="Causal-LM training over transformers' Trainer (accelerate, FSDP and DeepSpeed work "
-        "as with Trainer). Text files: one example per line; JSONL: one object per line with a text field.",
+        "as with Trainer). Text files: one example per line; JSONL: one object per line with a text field, "
+        "or prompt and completion fields (the completion alone is learned).",
     )
+    add_train_arguments(p)
+    p.set_defaults(func=train_handler)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``lmfuse train`` (also ``lmfuse moe train``'s)."""
     p.add_argument("model", help="model directory, zoo:NAME or cached hub id")
-    p.add_argument("--data", nargs="+", required=True, metavar="FILE", help=".txt or .jsonl files")
+    p.add_argument(
+        "--data", nargs="+", required=True, metavar="FILE",
+        help=".txt or .jsonl files (JSONL: a text field, or 'prompt' + 'completion': the completion is learned)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, required=True, help="optimizer steps")
     p.add_argument("--out", required=True, help="output directory for the trained model")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
@@ -212,19 +222,25 @@ def add_train_parser(subparsers) -> None:
         "--overwrite", action="store_true",
         help="replace --out if lmfuse wrote it (an earlier model or an interrupted run) and start again",
     )  # fmt: skip
-    p.set_defaults(func=train_handler)
 
 
-def train_handler(args: argparse.Namespace) -> int:
-    from lmfuse.graft.train import TrainConfig, train
-
-    config = TrainConfig(
+def train_settings(args: argparse.Namespace) -> dict:
+    """``TrainConfig`` fields from the arguments of ``add_train_arguments``."""
+    return dict(
         steps=args.steps, lr=args.lr, batch_size=args.batch_size, seq_len=args.seq_len, packing=args.packing,
         text_field=args.text_field, warmup_steps=args.warmup_steps, seed=args.seed, log_every=args.log_every,
         dtype=args.dtype, bf16=args.bf16, save_every=args.save_every,
     )  # fmt: skip
+
+
+def train_handler(args: argparse.Namespace, run=None, config=None) -> int:
+    """``lmfuse train`` (``run``/``config``: another trainer over the same arguments, e.g. ``moe train``)."""
+    from lmfuse.graft.train import TrainConfig, train
+
+    run = run or train
+    config = config or TrainConfig(**train_settings(args))
     with _first_ctrl_c_stops() as stop:
-        result = train(
+        result = run(
             args.model, args.data, args.out, config, overwrite=args.overwrite, progress=True,
             resume=args.resume, stop=stop,
         )  # fmt: skip

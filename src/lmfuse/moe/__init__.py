@@ -18,6 +18,10 @@ _EXPORTS = {
     "Routing": "lmfuse.moe.router",
     "RouterDraws": "lmfuse.moe.router",
     "make_draws": "lmfuse.moe.router",
+    "PromptRoutedMoE": "lmfuse.moe.prompt",
+    "PromptRouting": "lmfuse.moe.prompt",
+    "MoETrainConfig": "lmfuse.moe.train",
+    "moe_train": "lmfuse.moe.train",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -182,6 +182,34 @@ def router_rows(recipe: BuildRecipe, src: _Sources) -> torch.Tensor:
         del model
 
 
+def prompt_router_files(
+    recipe: BuildRecipe, src: _Sources, num_experts_per_tok: int
+) -> dict[str, bytes | str]:
+    """``routing: prompt``: the prompt router's files, initialised as ``recipe.router_init`` asks."""
+    from lmfuse.core.loading import load_model, load_tokenizer
+    from lmfuse.moe import router_init
+    from lmfuse.moe.prompt import PromptRoutedMoE
+
+    cfg, n = src.base_config, len(recipe.experts)
+    width = 2 * cfg.hidden_size
+    if recipe.router_init == "random":
+        weight = router_init.random_rows(1, n, width, cfg.initializer_range, recipe.seed)[0]
+    else:  # hidden and embed: the features are the first layer's MLP inputs either way
+        tokenizer = load_tokenizer(src.base_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = load_model(src.base_dir, dtype="auto")
+        if recipe.shared_weights == "average":  # the features see the MoE's shared weights
+            names = src.base.keys()  # a reader, not a dict
+            shared = [k for k in names if not convert.is_dense_mlp(k)]
+            model.load_state_dict({k: _averaged(src.experts, k, src.dtype)() for k in shared}, strict=False)
+        pos = [e.positive_prompts for e in recipe.experts]
+        neg = [e.negative_prompts for e in recipe.experts]
+        weight = router_init.prompt_rows(model, tokenizer, pos, neg, recipe.router_scale)
+        del model
+    return PromptRoutedMoE.files_for(weight, num_experts_per_tok)
+
+
 def _plan(recipe: BuildRecipe, src: _Sources, rows: torch.Tensor) -> list[ExportTensor]:
     arch, dtype, cfg = src.arch, src.dtype, src.base_config
     plan = []
@@ -256,11 +284,12 @@ def build_moe(
     record = provenance(
         inputs, "moe", architecture=src.arch, total_params=counts.total, active_params=counts.active
     )
+    extra = prompt_router_files(recipe, src, k) if recipe.routing == "prompt" else None
     config_dict = config.to_dict()
     config_dict["dtype"] = str(src.dtype).removeprefix("torch.")
     export_checkpoint(
         out, plan, config_dict, recipe_yaml=dump_yaml(recipe), provenance_record=record,
-        side_files_from=src.base_dir, overwrite=overwrite, max_shard_bytes=recipe.max_shard_bytes,
-        progress=progress,
+        side_files_from=src.base_dir, extra_files=extra, overwrite=overwrite,
+        max_shard_bytes=recipe.max_shard_bytes, progress=progress,
     )  # fmt: skip
     return BuildResult(Path(out), src.arch, n, k, counts.total, counts.active, time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""``lmfuse moe build | train-router | inspect``: parse, call the API, print."""
+"""``lmfuse moe build | train-router | train | inspect``: parse, call the API, print."""
 
 from __future__ import annotations
 
@@ -46,7 +46,32 @@ def add_parser(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0, help="default 0")
     t.add_argument("--overwrite", action="store_true", help="replace --out if lmfuse wrote it")
     t.add_argument("--max-input-tokens", type=int, metavar="N", help=MAX_TOKENS_HELP)
+    t.add_argument(
+        "--routing",
+        choices=("token", "prompt"),
+        help="which router to train: the per-token gates, or the prompt router (one decision per prompt; "
+        "adds one to a token-routed model); default: the model's own routing",
+    )
     t.set_defaults(func=_train_router)
+
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune an MoE's experts and routers together (Branch-Train-MiX; transformers Trainer)",
+        description="lmfuse train on an MoE model, with transformers' load-balancing loss added and parts "
+        "optionally frozen; checkpoints, --resume and Ctrl-C as lmfuse train.",
+    )
+    from lmfuse.graft.command import add_train_arguments
+
+    add_train_arguments(tr)
+    tr.add_argument(
+        "--freeze", nargs="+", default=[], choices=("attention", "embeddings", "experts", "routers"),
+        help="parts to leave as built (attention includes the norms)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--router-aux-loss-coef", type=float, default=0.01, metavar="W",
+        help="weight of the load-balancing loss (transformers': k at balance; default 0.01, 0: off)",
+    )  # fmt: skip
+    tr.set_defaults(func=_moe_train)
 
     i = sub.add_parser("inspect", help="per layer, each expert's share of tokens and the winner per category")
     i.add_argument("model", help="MoE model directory (or zoo:NAME)")
@@ -78,31 +103,72 @@ def _build(args: argparse.Namespace) -> int:
 
 def _train_router(args: argparse.Namespace) -> int:
     from lmfuse.core.atomic import atomic_output_dir, check_output_dir
-    from lmfuse.core.loading import load_model_and_tokenizer
     from lmfuse.errors import ConfigError
     from lmfuse.moe.data import read_examples
-    from lmfuse.moe.train_router import TrainRouterConfig, train_router
+    from lmfuse.moe.train_router import TrainRouterConfig
 
     if args.steps < 1 or args.batch_size < 1 or args.lr <= 0:
         raise ConfigError("--steps and --batch-size must be positive integers and --lr a positive number")
     check_output_dir(args.out, args.overwrite)
     examples = read_examples(args.data)
     stored = _stored_dtype(args.model)
-    model, tok = load_model_and_tokenizer(args.model, dtype="float32")
-    _require_moe(model, args.model)
-    _check_examples(args, model, tok, examples)
+    model, tok, routing = _load_for_routing(args)
     cfg = TrainRouterConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    result = train_router(model, tok, examples, cfg, progress=True)
+    result = _train(model, tok, examples, cfg, routing, args)
     if stored is not None:
         model.to(stored)  # trained in fp32, saved as the input was stored
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         _write_router_log(tmp, args, cfg, result)
-    print(f"trained {result.trained_params:,} router parameters ({result.frozen_params:,} frozen) "
-          f"for {len(result.losses)} steps: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
+    what, steps = ("prompt-router", "L-BFGS evaluations") if routing == "prompt" else ("router", "steps")
+    print(f"trained {result.trained_params:,} {what} parameters ({result.frozen_params:,} frozen) "
+          f"for {len(result.losses)} {steps}: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")  # fmt: skip
     print(f"saved to {args.out}")
     return 0
+
+
+def _load_for_routing(args: argparse.Namespace):
+    """``(model, tokenizer, routing)``: a ``PromptRoutedMoE`` when the model has or gets a prompt router."""
+    import torch
+
+    from lmfuse.moe.prompt import PromptRoutedMoE, is_prompt_routed, load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(args.model, dtype="float32")
+    inner = model.model if isinstance(model, PromptRoutedMoE) else model
+    _require_moe(inner, args.model)
+    routing = args.routing or ("prompt" if is_prompt_routed(args.model) else "token")
+    if routing == "prompt" and not isinstance(model, PromptRoutedMoE):  # a new router: uniform at first
+        cfg = inner.config
+        experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
+        model = PromptRoutedMoE(inner, torch.zeros(experts, 2 * cfg.hidden_size), cfg.num_experts_per_tok)
+    return model, tok, routing
+
+
+def _train(model, tok, examples, cfg, routing: str, args: argparse.Namespace):
+    from lmfuse.errors import InputDataError
+    from lmfuse.moe.prompt import PromptRoutedMoE
+    from lmfuse.moe.train_prompt_router import train_prompt_router
+    from lmfuse.moe.train_router import train_router
+
+    inner = model.model if isinstance(model, PromptRoutedMoE) else model
+    _check_examples(args, inner, tok, examples)
+    if routing == "token":
+        return train_router(inner, tok, examples, cfg, progress=True)
+    try:
+        return train_prompt_router(model, tok, examples, cfg, progress=True)
+    except ValueError as exc:
+        raise InputDataError(f"{args.data}: {exc}") from None
+
+
+def _moe_train(args: argparse.Namespace) -> int:
+    from lmfuse.graft.command import train_handler, train_settings
+    from lmfuse.moe.train import MoETrainConfig, moe_train
+
+    config = MoETrainConfig(
+        **train_settings(args), freeze=args.freeze, router_aux_loss_coef=args.router_aux_loss_coef
+    )
+    return train_handler(args, run=moe_train, config=config)
 
 
 def _stored_dtype(name: str):
@@ -130,16 +196,17 @@ def _require_moe(model, name: str) -> None:
 
 def _inspect(args: argparse.Namespace) -> int:
     from lmfuse.core.atomic import check_image_path
-    from lmfuse.core.loading import load_model_and_tokenizer
     from lmfuse.moe.data import read_examples
     from lmfuse.moe.inspect import inspect_routing, plot_load
+    from lmfuse.moe.prompt import PromptRoutedMoE, load_model_and_tokenizer
 
     if args.plot:
         check_image_path(args.plot)
     examples = read_examples(args.data)
     model, tok = load_model_and_tokenizer(args.model, dtype="float32")
-    _require_moe(model, args.model)
-    _check_examples(args, model, tok, examples)
+    inner = model.model if isinstance(model, PromptRoutedMoE) else model
+    _require_moe(inner, args.model)
+    _check_examples(args, inner, tok, examples)
     result = inspect_routing(model, tok, examples)
     n_experts = len(result.shares[0])
     print(f"{result.tokens} tokens, {len(examples)} examples; share of routed tokens per expert:")

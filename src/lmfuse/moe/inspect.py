@@ -1,5 +1,6 @@
 """``inspect_routing``: per layer, the share of tokens each expert receives, and which expert wins for
-each prompt category (the one receiving most of that category's tokens)."""
+each prompt category (the one receiving most of that category's tokens). A prompt-routed model
+(``PromptRoutedMoE``) routes every token of an example as its prompt decides, the same in every layer."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ def _choices(output, k: int) -> torch.Tensor:
 @torch.no_grad()
 def inspect_routing(model, tokenizer, examples: list[Example], batch_size: int = 32) -> InspectResult:
     """Run ``examples`` through ``model`` and count where each real (non-padding) token is routed."""
+    from lmfuse.moe.prompt import PromptRoutedMoE, PromptRouting
+
+    prompt_routed = isinstance(model, PromptRoutedMoE)
+    if prompt_routed:
+        prm, model = model, model.model
     blocks = moe_blocks(model)
     num_experts = (
         model.config.num_local_experts
@@ -55,7 +61,7 @@ def inspect_routing(model, tokenizer, examples: list[Example], batch_size: int =
 
         return fn
 
-    handles = [b.gate.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    handles = [] if prompt_routed else [b.gate.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     n_tokens = 0
@@ -63,8 +69,16 @@ def inspect_routing(model, tokenizer, examples: list[Example], batch_size: int =
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             batch = tokenizer([e.text for e in chunk], return_tensors="pt", padding=True)
-            model(**batch)
             mask = batch["attention_mask"].bool()  # (B, T)
+            if (
+                prompt_routed
+            ):  # the decision from each prompt (the whole text when there is none), every layer
+                prompts = tokenizer([e.prompt or e.text for e in chunk], return_tensors="pt", padding=True)
+                routing: PromptRouting = prm.route(prompts["input_ids"], prompts["attention_mask"])
+                per_token = routing.indices[:, None, :].expand(*mask.shape, -1)  # (B, T, k)
+                captured = [per_token] * len(blocks)
+            else:
+                model(**batch)
             n_tokens += int(mask.sum())
             for i, idx in enumerate(captured):
                 idx = idx.view(*mask.shape, -1)  # (B, T, k)

@@ -5,6 +5,7 @@ base: zoo:base                 # attention, norms, embeddings (and tokenizer) co
 architecture: auto             # auto | mixtral | qwen2_moe | qwen3_moe
 num_experts_per_tok: 2
 router_init: hidden            # hidden | embed | random
+routing: token                 # token (transformers' gates, per token) | prompt (one decision per prompt)
 shared_weights: base           # base | average (Branch-Train-MiX: mean of the experts' non-MLP weights)
 experts:
   - source: zoo:add
@@ -52,6 +53,9 @@ class BuildRecipe:
     router_init: Literal["hidden", "embed", "random"] = "hidden"
     router_scale: float = 1.0
     """Router rows are unit vectors times this (hidden/embed); larger = sharper routing."""
+    routing: Literal["token", "prompt"] = "token"
+    """``prompt``: also write a prompt router (``lmfuse.moe.prompt``), one decision per sequence from its
+    prompt, initialised like the token gates (``hidden``/``embed``: contrast of the experts' prompts)."""
     shared_weights: Literal["base", "average"] = "base"
     shared_expert: SharedExpertSpec | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

@@ -86,3 +86,18 @@ def embed_rows(
 def random_rows(num_layers: int, num_experts: int, hidden: int, std: float, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(num_layers, num_experts, hidden, generator=generator) * std
+
+
+@torch.no_grad()
+def prompt_rows(model, tokenizer, positives: list[list[str]], negatives: list[list[str]], scale: float):
+    """Prompt-router rows ``(E, 2M)``: the contrast of each expert's mean prompt features
+    (``lmfuse.moe.prompt.prompt_features``) with its negatives' or the other experts', unit norm × scale."""
+    from lmfuse.moe.prompt import prompt_features
+
+    def mean_features(prompts: list[str]) -> torch.Tensor:
+        batch = tokenizer(prompts, return_tensors="pt", padding=True)
+        return prompt_features(model, batch["input_ids"], batch["attention_mask"]).mean(0)
+
+    pos = torch.stack([mean_features(p) for p in positives])  # (E, 2M)
+    neg = [mean_features(n) if n else None for n in negatives]
+    return _contrast(pos, neg) * scale

@@ -32,7 +32,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from lmfuse import zoo
-    from lmfuse.core.loading import load_model_and_tokenizer
+    from lmfuse.moe.prompt import load_model_and_tokenizer  # plain models, and prompt-routed MoEs
 
     target = args.model if ("/" in args.model or ":" in args.model) else f"zoo:{args.model}"
     questions = zoo.eval_set(args.per_op)  # a bad --per-op fails before the model loads
