@@ -87,7 +87,7 @@ def against_best(ctx: DemoContext, fuses: tuple[str, ...] | list[str], predictio
     right = [q.answer for q in ctx.questions]
     lost = sum(m == r != p for m, p, r in zip(mine, predictions, right, strict=True))
     gained = sum(p == r != m for m, p, r in zip(mine, predictions, right, strict=True))
-    weak = [n for n in fuses if ctx.results[n].accuracy < 0.5]
+    weak = [n for n in fuses if n != best and ctx.results[n].accuracy < 0.5]
     tail = f" (members under 0.50: {', '.join(weak)})" if weak else ""
     return f"loses {lost} of {best}'s right answers, gains {gained}{tail}"
 

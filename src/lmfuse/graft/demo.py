@@ -6,6 +6,7 @@ demo's picture folder.
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 import time
@@ -37,6 +38,20 @@ def write_training_text(path: str | Path, n: int, seed: int = 0) -> Path:
     return path
 
 
+def write_training_jsonl(path: str | Path, n: int, seed: int = 0) -> Path:
+    """``write_training_text``'s lines as ``lmfuse train`` prompt + completion records: the answer alone
+    is learned, as the zoo itself was trained (its prompt tokens were masked)."""
+    rng, held_out = random.Random(seed), held_out_pairs()
+    records: list[str] = []
+    while len(records) < n:
+        q = sample_question(OPS[len(records) % len(OPS)], rng)
+        if (q.op, q.a, q.b) not in held_out:
+            records.append(json.dumps({"prompt": q.prompt, "completion": q.text[len(q.prompt) :]}))
+    path = Path(path)
+    path.write_text("\n".join(records) + "\n", encoding="utf-8")
+    return path
+
+
 def _config():
     from lmfuse.graft.train import TrainConfig
 
@@ -50,9 +65,9 @@ def _train(model, tok, tmp: Path, name: str, questions):
     from lmfuse.core.loading import load_model
     from lmfuse.graft.train import train
 
-    data = tmp / "train.txt"
+    data = tmp / "train.jsonl"
     if not data.exists():
-        write_training_text(data, LINES)
+        write_training_jsonl(data, LINES)
     result = train(model, [data], tmp / name, _config(), tokenizer=tok)
     trained = load_model(result.out, dtype="float32")
     return zoo.evaluate(zoo.hf_generate_fn(trained, tok), questions), result

@@ -1,7 +1,7 @@
 """Continued pre-training: a thin wrapper over transformers' ``Trainer`` for causal-LM text.
 
 It only reads the data (``.txt``: one example per line; ``.jsonl``: one object per line with a text
-field), tokenizes it (each example ends with EOS; ``packing`` concatenates into full blocks), and hands
+field, or ``prompt`` and ``completion`` fields: the completion alone is learned), tokenizes it (each example ends with EOS; ``packing`` concatenates into full blocks), and hands
 everything else to ``Trainer``, so accelerate, FSDP and DeepSpeed launchers work unchanged. The loss is
 logged to ``OUT/train_log.jsonl`` while training runs, next to the checkpoints, and an interrupted run
 resumes (``graft/train_state.py``); the finished model is put in place atomically at the end.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,14 @@ class TrainResult:
         return self.losses[-1][1] if self.losses else float("nan")
 
 
-def read_texts(files: list[str | Path], text_field: str = "text") -> list[str]:
-    """Examples from ``.txt`` (one per non-empty line) and ``.jsonl`` files; bad records name file:line."""
-    texts: list[str] = []
+Text = str | tuple[str, str]
+"""An example: a text, or ``(prompt, completion)`` of which only the completion is learned."""
+
+
+def read_texts(files: list[str | Path], text_field: str = "text") -> list[Text]:
+    """Examples from ``.txt`` (one per non-empty line) and ``.jsonl`` files (``text_field``, or ``prompt``
+    and ``completion``); bad records name file:line."""
+    texts: list[Text] = []
     for f in map(Path, files):
         if not readable_file(f):
             raise InputDataError(f"data file not found: {f}")
@@ -96,41 +102,66 @@ def read_texts(files: list[str | Path], text_field: str = "text") -> list[str]:
                 record = json.loads(line)
             except ValueError as exc:
                 raise InputDataError(f"{f}:{i}: not valid JSON ({exc})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                raise InputDataError(f"{f}:{i}: expected an object with a string field {text_field!r}")
-            texts.append(record[text_field])
+            texts.append(_record_text(record, text_field, f"{f}:{i}"))
     if not texts:
         raise InputDataError(f"no examples in {', '.join(map(str, files))}")
     return texts
 
 
-def tokenize(texts: list[str], tokenizer, seq_len: int, packing: bool) -> list[list[int]]:
-    """Token ids per example, each ending with EOS; with ``packing``, full ``seq_len`` blocks."""
+def _record_text(record: object, text_field: str, where: str) -> Text:
+    if isinstance(record, dict) and isinstance(record.get(text_field), str):
+        return record[text_field]
+    if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("prompt", "completion")):
+        return record["prompt"], record["completion"]
+    raise InputDataError(
+        f"{where}: expected an object with a string field {text_field!r} (or 'prompt' and 'completion')"
+    )
+
+
+Example = tuple[list[int], int]
+"""Token ids and how many leading ones are a prompt (not learned)."""
+
+
+def tokenize(texts: list[Text], tokenizer, seq_len: int, packing: bool) -> list[Example]:
+    """Token ids per example, each ending with EOS, with its prompt length (0 for a text); with
+    ``packing``, full ``seq_len`` blocks."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    ids = [tokenizer(t)["input_ids"] + eos for t in texts]
+    if packing and any(isinstance(t, tuple) for t in texts):
+        raise ConfigError("packing: prompt + completion records cannot be packed; drop --packing")
+    examples = [_ids(t, tokenizer, eos) for t in texts]
     if not packing:
-        return [x[:seq_len] for x in ids]
-    flat = [t for x in ids for t in x]
-    blocks = [flat[i : i + seq_len] for i in range(0, len(flat) - seq_len + 1, seq_len)]
+        return [(x[:seq_len], min(n, seq_len)) for x, n in examples]
+    flat = [t for x, _ in examples for t in x]
+    blocks = [(flat[i : i + seq_len], 0) for i in range(0, len(flat) - seq_len + 1, seq_len)]
     if not blocks:
         raise InputDataError(f"packing needs at least {seq_len} tokens, the data has {len(flat)}")
     return blocks
 
 
+def _ids(text: Text, tokenizer, eos: list[int]) -> Example:
+    if isinstance(text, str):
+        return tokenizer(text)["input_ids"] + eos, 0
+    prompt, completion = text
+    return tokenizer(prompt + completion)["input_ids"] + eos, len(tokenizer(prompt)["input_ids"])
+
+
 class PadCollator:
-    """Right-pad a batch; labels are the inputs with padding masked (-100). Shapes ``(batch, seq)``."""
+    """Right-pad a batch; labels are the inputs with padding and prompt tokens masked (-100). Shapes
+    ``(batch, seq)``."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
-        width = max(len(x) for x in batch)
+    def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor]:
+        width = max(len(x) for x, _ in batch)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, x in enumerate(batch):
+        learned = torch.zeros((len(batch), width), dtype=torch.bool)
+        for i, (x, prompt_len) in enumerate(batch):
             ids[i, : len(x)] = torch.tensor(x)
             mask[i, : len(x)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+            learned[i, prompt_len : len(x)] = True
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(~learned, -100)}
 
 
 def _loss_logger(path: Path, losses: list[tuple[int, float]]):
@@ -160,12 +191,15 @@ def train(
     progress: bool = False,
     resume: bool = False,
     stop: threading.Event | None = None,
+    method: str = "train",
+    finish: Callable[[Any, Path], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (a path / ``zoo:NAME``, or a loaded model with ``tokenizer``) and save it to ``out``.
 
     While training, ``out`` holds ``train_log.jsonl`` and ``checkpoints/``; ``resume`` continues an
     interrupted run from its last checkpoint. Setting ``stop`` saves a checkpoint and raises
-    ``TrainingInterrupted``."""
+    ``TrainingInterrupted``. ``method`` names the command in the saved settings and provenance;
+    ``finish(model, directory)`` runs just before the model is saved into the output being written."""
     from lmfuse.core.loading import load_model, load_tokenizer
 
     problems = config.validate()
@@ -192,11 +226,13 @@ def train(
             raise train_state.interrupted(out, stopped[0])
         model.eval()
         with atomic_output_dir(out, overwrite=True) as tmp:  # replaces the in-progress directory
+            if finish is not None:
+                finish(model, tmp)
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(str(tmp))
             shutil.copy2(out / LOG_FILE, tmp / LOG_FILE)
-            (tmp / "lmfuse_train.yaml").write_text(dump_yaml(config))
-            record = provenance({"model": source, "data": [str(d) for d in data]}, method="train")
+            (tmp / f"lmfuse_{method.replace(' ', '_')}.yaml").write_text(dump_yaml(config))
+            record = provenance({"model": source, "data": [str(d) for d in data]}, method=method)
             (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return TrainResult(out, config.steps, len(examples), losses, out / LOG_FILE)
 
