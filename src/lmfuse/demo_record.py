@@ -54,7 +54,12 @@ def zoo_fingerprint() -> dict[str, str]:
 
 
 def make_record(
-    rows: list[DemoRow], per_op: int, threads: int, methods: list[str] | None, seconds: float
+    rows: list[DemoRow],
+    per_op: int,
+    threads: int,
+    methods: list[str] | None,
+    seconds: float,
+    cpu: float = 0.0,
 ) -> dict:
     """Plain data for ``write_record``; the files rows wrote are kept by name only (paths vary)."""
     import torch
@@ -67,6 +72,7 @@ def make_record(
         "threads": threads,
         "methods": methods,
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu, 1),
         "machine": f"{platform.machine()}, torch {torch.__version__}",
         "zoo": zoo_fingerprint(),
         "table": format_table(rows),
@@ -109,9 +115,9 @@ def readme_block(record: dict, path: str) -> str:
     only = f"methods {', '.join(record['methods'])}, " if record.get("methods") is not None else ""
     return "\n".join([
         BEGIN.format(path=path),
-        f"What it printed on {record['date']} ({only}{record['threads']} thread(s), {record['seconds']:.0f} s in all "
-        f"on a shared 2-core machine; `*` rows are fusions, `-` rows same-budget baselines; "
-        f"{record['per_op']} questions per operation):",
+        f"What it printed on {record['date']} ({only}{record['threads']} thread(s); {record['seconds']:.0f} s in all "
+        f"on a shared 2-core machine, {record.get('cpu_seconds', 0):.0f} s of CPU; `*` rows are fusions, `-` rows "
+        f"same-budget baselines; {record['per_op']} questions per operation):",
         "",
         "```",
         intro(record["per_op"]),
