@@ -113,10 +113,11 @@ END = "<!-- /demo-table -->"
 def readme_block(record: dict, path: str) -> str:
     """The README's demo section body for ``record`` (stored at ``path``, relative to the repository)."""
     only = f"methods {', '.join(record['methods'])}, " if record.get("methods") is not None else ""
+    cpu = f", {record['cpu_seconds']:.0f} s of CPU" if record.get("cpu_seconds") else ""
     return "\n".join([
         BEGIN.format(path=path),
         f"What it printed on {record['date']} ({only}{record['threads']} thread(s); {record['seconds']:.0f} s in all "
-        f"on a shared 2-core machine, {record.get('cpu_seconds', 0):.0f} s of CPU; `*` rows are fusions, `-` rows "
+        f"on a shared 2-core machine{cpu}; `*` rows are fusions, `-` rows "
         f"same-budget baselines; {record['per_op']} questions per operation):",
         "",
         "```",
