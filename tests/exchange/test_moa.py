@@ -86,6 +86,18 @@ def test_qa_lines_format_renders_references_as_solved_lines():
     assert r.answer == "85"
 
 
+def test_qa_lines_show_each_solution_text_on_one_line():
+    replies = {"a": " 7+8=15,3+4+1=8\nso 85", "b": "no number", "agg": " 85"}
+    data = {
+        "backends": {"s": {"kind": "scripted", "replies": replies}},
+        "layers": [[{"name": p, "backend": "s", "prompt_format": "qa_lines"} for p in "ab"]],
+        "aggregator": {"name": "agg", "backend": "s", "prompt_format": "qa_lines"},
+    }
+    r = MoA(from_dict(MoAConfig, data)).run("Q: 37+48= A:")
+    # newlines folded; b's reply has no answer and is left out
+    assert r.turns[-1].prompt == "Q: 37+48= A: 7+8=15,3+4+1=8 so 85\nQ: 37+48= A:"
+
+
 def test_config_errors():
     with pytest.raises(ConfigError) as err:
         from_dict(

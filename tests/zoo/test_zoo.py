@@ -6,7 +6,8 @@ import pytest
 
 from lmfuse import zoo
 from lmfuse.errors import ModelNotFoundError
-from lmfuse.zoo.questions import held_out_pairs
+from lmfuse.vote.extract import extract_number
+from lmfuse.zoo.questions import OPS, Question, held_out_pairs, solution
 
 README = Path(zoo.__file__).parent / "README.md"
 
@@ -19,8 +20,27 @@ def test_eval_set_is_fixed_distinct_and_balanced():
     assert zoo.eval_set(5) == [q for q in qs if int(q.id[-3:]) < 5]
     assert all(int(q.answer) >= 0 for q in qs)
     q = qs[0]
-    assert q.prompt == f"Q: {q.a}+{q.b}= A:" and q.text == f"{q.prompt} {q.a + q.b}"
+    assert q.prompt == f"Q: {q.a}+{q.b}= A:" and q.text == q.prompt + q.solution
     assert len(held_out_pairs()) == 300
+
+
+def test_solutions_are_digit_by_digit_scratchpads_that_end_in_the_answer():
+    assert solution("add", 37, 48) == " 7+8=15,3+4+1=8 so 85"
+    assert solution("sub", 84, 37) == " 14-7=7,8-1-3=4 so 47"
+    assert solution("mul", 37, 8) == " 7*8=56,3*8+5=29 so 296"
+    assert solution("add", 5, 48) == " 5+8=13,0+4+1=5 so 53"
+    longest = 0
+    for op in OPS:
+        for a in range(100):
+            for b in range(10 if op == "mul" else a + 1 if op == "sub" else 100):
+                q = Question("", op, a, b)
+                text = q.solution
+                # every step is true arithmetic, and every scorer reads the answer
+                for lhs, rhs in re.findall(r"([\d+*-]+)=(\d+)", text):
+                    assert eval(lhs) == int(rhs), (q, text)  # noqa: S307 - digits and + - * only
+                assert zoo.extract_number(text) == extract_number(text) == q.answer
+                longest = max(longest, len(text))
+    assert longest + 1 == zoo.MAX_NEW_TOKENS  # the budget: the longest answer, one char a token, and EOS
 
 
 def test_score_and_extraction():
@@ -30,6 +50,9 @@ def test_score_and_extraction():
     assert result.per_op == {"add": 1.0, "sub": 1.0, "mul": 0.0}
     assert result.accuracy == pytest.approx(4 / 6)
     assert zoo.extract_number(" 007 apples") == "7" and zoo.extract_number("none") is None
+    # the EoT rule: after "the answer is", else the last number; old bare answers still read
+    assert zoo.extract_number(" 85") == "85" and zoo.extract_number(" 7+8=15,3+4+1=8 so 85") == "85"
+    assert zoo.extract_number("2 apples, the answer is 7. 9") == "7"
     with pytest.raises(ValueError, match="expected 6 completions"):
         zoo.score(qs, completions[:2])
 

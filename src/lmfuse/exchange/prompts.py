@@ -2,11 +2,13 @@
 
 ``chat`` (real chat models): messages with the agent's persona as system prompt.
 
-``qa_lines`` (zoo-style models that only know ``Q: 37+48= A: 85``): a completion prompt where every
-solution the agent is shown becomes one solved line of the same question, its extracted answer after
-the question, followed by the open question: ``"Q: 37+48= A: 85\\nQ: 37+48= A: 58\\nQ: 37+48= A:"``.
-The agent's own latest answer comes first, then its peers' in agent order; unextracted answers are
-left out. A tiny model thus "reads" its peers the only way it can; confidences are not shown.
+``qa_lines`` (zoo-style completion models, ``Q: 37+48= A:`` then a scratchpad): a completion prompt
+where every solution the agent is shown becomes one solved line of the same question, the question then
+the solution's text (whitespace runs, newlines included, folded to one space), followed by the open
+question: ``"Q: 37+48= A: 7+8=15,3+4+1=8 so 85\\nQ: 37+48= A: 7+8=15,3+4+0=7 so 75\\nQ: 37+48= A:"``.
+The agent's own latest solution comes first, then its peers' in agent order; solutions with no
+extracted answer are left out; confidences are not shown. The zoo's members are trained on such
+prompts (``lmfuse.zoo.training_data``), so they read their peers' working, not only their answers.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def _messages(agent: AgentConfig, user: str, extra_system: str = "") -> list[dic
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
-def _qa_lines(question: str, shown: Sequence[Shown]) -> str:
-    lines = [f"{question} {s.answer}" for s in shown if s.answer is not None]
+def qa_lines(question: str, shown: Sequence[Shown]) -> str:
+    """The ``qa_lines`` prompt: one solved line per shown solution, then the open question (module doc)."""
+    lines = [f"{question} {' '.join(s.text.split())}" for s in shown if s.answer is not None]
     return "\n".join([*lines, question])
 
 
@@ -58,7 +61,7 @@ def eot_initial(agent: AgentConfig, question: str) -> dict:
 def eot_exchange(agent: AgentConfig, question: str, own: Shown | None, peers: Sequence[Shown]) -> dict:
     """Round r >= 1: the question, the agent's own latest solution, then its peers' latest solutions."""
     if agent.prompt_format == "qa_lines":
-        return {"prompt": _qa_lines(question, ([own] if own else []) + list(peers))}
+        return {"prompt": qa_lines(question, ([own] if own else []) + list(peers))}
     parts = [question]
     if own is not None:
         parts.append(f"Your previous solution:\n{own.text}")
@@ -83,7 +86,7 @@ def moa_prompt(
     not MoA's, so that an answer can be extracted); ``answer_hint=False`` (answer kind ``text``) drops it.
     """
     if agent.prompt_format == "qa_lines":
-        return {"prompt": _qa_lines(question, references)}
+        return {"prompt": qa_lines(question, references)}
     if not references:
         return {"messages": _messages(agent, question)}
     numbered = "\n\n".join(f"[{i + 1}] {r.text}" for i, r in enumerate(references))

@@ -26,7 +26,8 @@ PLOT = "graft_loss.png"
 
 
 def write_training_text(path: str | Path, n: int, seed: int = 0) -> Path:
-    """``n`` zoo-style lines (``Q: 37+48= A: 85``) over all operations, never a held-out question."""
+    """``n`` zoo training lines (``Q: 37+48= A: 7+8=15,3+4+1=8 so 85``) over all operations, never a
+    held-out question."""
     rng, held_out = random.Random(seed), held_out_pairs()
     lines: list[str] = []
     while len(lines) < n:

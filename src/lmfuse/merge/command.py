@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lmfuse.errors import ConfigError
+from lmfuse.zoo.evaluate import MAX_NEW_TOKENS
 
 SEARCH_HELP = """\
 search: lmfuse merge search CONFIG [OUT.yaml] [--budget N] [--per-layer] [--eval FILE.jsonl] ...
@@ -43,7 +44,8 @@ def search_parser() -> argparse.ArgumentParser:
         "--per-op", type=int, default=8, help="zoo held-out questions per operation used (default 8, fixed)"
     )
     p.add_argument("--seed", type=int, default=0, help="CMA-ES seed (default 0)")
-    p.add_argument("--max-new-tokens", type=int, default=6, help="tokens generated per answer (default 6)")
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
+                   help=f"tokens generated per answer (default {MAX_NEW_TOKENS}, the zoo's answer budget)")  # fmt: skip
     p.add_argument("--device", help="cpu (default) or cuda[:N]")
     return p
 

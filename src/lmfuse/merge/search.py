@@ -22,6 +22,7 @@ from lmfuse.core.config import dump_yaml
 from lmfuse.core.jsonl import BadRecord, describe, read_records
 from lmfuse.errors import ConfigError, LmfuseError
 from lmfuse.merge.recipe import MergeRecipe, recipe_from_dict
+from lmfuse.zoo.evaluate import MAX_NEW_TOKENS
 
 BOUNDS = {"weight": (0.0, 1.5), "density": (0.1, 1.0)}
 
@@ -43,7 +44,8 @@ class SearchConfig:
     seed: int = 0
     sigma: float = 0.25
     """CMA-ES initial step size (the search space is weights in [0, 1.5], densities in [0.1, 1])."""
-    max_new_tokens: int = 6
+    max_new_tokens: int = MAX_NEW_TOKENS
+    """Tokens generated per answer (default: the zoo's answer budget)."""
     device: str | None = None
 
 

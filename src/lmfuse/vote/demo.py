@@ -25,12 +25,13 @@ from collections.abc import Sequence
 
 from lmfuse.vote.crowd import vote_batch
 from lmfuse.vote.similarity import AnswerMatch
+from lmfuse.zoo.evaluate import MAX_NEW_TOKENS
 
 SAMPLES = 4
 TEMPERATURE = 0.8
 SEED = 1234
-ZOO_ANSWER = r"^\D*?(-?\d+)"
-"""The first integer of a completion (``lmfuse.zoo.extract_number``'s rule) as an answer regex."""
+ZOO_ANSWER_KIND = "number"
+"""The EoT rule (after "the answer is", else the last number): what ``lmfuse.zoo.extract_number`` reads."""
 
 
 def sample_completions(
@@ -39,7 +40,7 @@ def sample_completions(
     prompts: Sequence[str],
     n: int,
     temperature: float,
-    max_new_tokens: int | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     seed: int = SEED,
 ) -> list[list[str]]:
     """``n`` sampled completions per prompt (prompt removed): ``len(prompts)`` lists of ``n`` strings.
@@ -48,11 +49,6 @@ def sample_completions(
     first so the demo is reproducible.
     """
     import torch
-
-    if max_new_tokens is None:
-        from lmfuse import zoo
-
-        max_new_tokens = zoo.MAX_NEW_TOKENS
 
     torch.manual_seed(seed)
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True).to(model.device)
@@ -75,9 +71,9 @@ def sample_completions(
 def voted_completions(candidate_sets: Sequence[Sequence[str]], similarity: str) -> tuple[list[str], int]:
     """Per question, what the vote picked (the voted number for ``answer``); and the count of ties.
 
-    ``answer`` reads the first integer of each completion, exactly as the zoo's scorer does.
+    ``answer`` reads each completion's number exactly as the zoo's scorer does (the EoT rule).
     """
-    sim = AnswerMatch(kind="regex", pattern=ZOO_ANSWER) if similarity == "answer" else similarity
+    sim = AnswerMatch(kind=ZOO_ANSWER_KIND) if similarity == "answer" else similarity
     results = vote_batch(candidate_sets, sim)
     picked = []
     for r in results:

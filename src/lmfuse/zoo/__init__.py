@@ -1,7 +1,9 @@
-"""The zoo: tiny Llama-architecture models trained here on synthetic arithmetic (see zoo/README.md).
+"""The zoo: tiny models trained here on synthetic arithmetic with scratchpad answers (see zoo/README.md).
 
-``base`` is trained on all three operations; ``add``, ``sub`` and ``mul`` are specialists fine-tuned from
-it (same tokenizer); ``generalist`` is trained from scratch with a different (BPE) tokenizer.
+``base`` (Llama, character tokenizer) is trained on all three operations; ``add``, ``sub`` and ``mul`` are
+specialists, MLP-only fine-tunes of it (same tokenizer, attention and embeddings); ``generalist`` is a
+Qwen3 trained from scratch with its own byte-level BPE tokenizer. All of them read peers' solutions shown
+before a question (``lmfuse.zoo.training_data``).
 """
 
 from __future__ import annotations

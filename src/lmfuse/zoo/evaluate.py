@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from lmfuse.vote.extract import extract_number as _eot_number
 from lmfuse.zoo.questions import OPS, Question, eval_set
 
-_NUMBER = re.compile(r"-?\d+")
-MAX_NEW_TOKENS = 6
-"""Tokens a zoo model needs for its longest answer (5 characters) and EOS: every zoo caller's budget."""
+MAX_NEW_TOKENS = 24
+"""Tokens a zoo model needs for its longest answer (a 23-character scratchpad, ``" 9*9=81,9*9+8=89 so 891"``,
+one token per character with the character tokenizer) and EOS: every zoo caller's budget."""
 
 
 def extract_number(completion: str) -> str | None:
-    """The first integer in a completion (the zoo models answer ``" 85"`` then stop)."""
-    m = _NUMBER.search(completion)
-    return str(int(m.group(0))) if m else None
+    """The EoT rule (``lmfuse.vote.extract.extract_number``): the first number after the last "the answer
+    is", else the last number. Reads a scratchpad (``" 7+8=15,3+4+1=8 so 85"``) and a bare
+    answer (``" 85"``) alike, as the vote and exchange scorers do."""
+    return _eot_number(completion)
 
 
 @dataclass

@@ -1,7 +1,19 @@
-"""The zoo's task: synthetic arithmetic questions ``Q: 37+48= A: 85``.
+"""The zoo's task: synthetic arithmetic questions ``Q: 37+48= A:``, answered with a short scratchpad.
 
 Operands: addition and subtraction over 0-99 (subtraction keeps the result non-negative), multiplication
 of 0-99 by 0-9. The held-out evaluation set is fixed by a seed and never used for training.
+
+Answers (``Question.solution``) work digit by digit, units first, with the carry or borrow written out,
+and end with ``so`` and the result, so that the EoT rule (``lmfuse.vote.extract.extract_number``: the
+last number when no "the answer is") reads them:
+
+- ``Q: 37+48= A: 7+8=15,3+4+1=8 so 85`` (units, then tens plus carry)
+- ``Q: 84-37= A: 14-7=7,8-1-3=4 so 47`` (a borrowed 10 on the units, paid on the tens)
+- ``Q: 37*8= A: 7*8=56,3*8+5=29 so 296`` (units times b, then tens times b plus carry)
+
+One-digit operands have a tens digit 0 (``5+48`` → ``5+8=13,0+4+1=5``). The ending is ``so`` rather than
+"the answer is" because every zoo caller decodes the answer one character per token: the phrase would
+add 12 of the 23 characters of the longest answer (``zoo.MAX_NEW_TOKENS``) to every call and to training.
 """
 
 from __future__ import annotations
@@ -35,9 +47,55 @@ class Question:
         return str({"add": self.a + self.b, "sub": self.a - self.b, "mul": self.a * self.b}[self.op])
 
     @property
+    def solution(self) -> str:
+        """The scratchpad completion a zoo model is trained to write after the prompt (module docstring)."""
+        return solution(self.op, self.a, self.b)
+
+    @property
     def text(self) -> str:
-        """Training form: prompt, space, answer."""
-        return f"{self.prompt} {self.answer}"
+        """Training form: prompt, then the scratchpad solution."""
+        return f"{self.prompt}{self.solution}"
+
+
+ENDING = "so"
+"""The word before the result at the end of every solution."""
+
+
+def solution(op: str, a: int, b: int) -> str:
+    """``" 7+8=15,3+4+1=8 so 85"`` for ``("add", 37, 48)``; see the module docstring."""
+    return scratchpad(op, a, b)[0]
+
+
+def scratchpad(op: str, a: int, b: int, units_slip: int = 0, carry_slip: int = 0, tens_slip: int = 0):
+    """``(text, value)`` of the solution of ``a op b``, with optional slips: the units step's result off by
+    ``units_slip``, the carry or borrow off by ``carry_slip``, the tens step's off by ``tens_slip``. Each
+    later step follows from the slipped one, as a model's slip propagates; ``value`` is the text's result,
+    or None when a slip makes a step negative."""
+    a1, a0 = divmod(a, 10)
+    b1, b0 = divmod(b, 10)
+    if op == "add":
+        units = a0 + b0 + units_slip
+        carry = units // 10 + carry_slip
+        tens = a1 + b1 + carry + tens_slip
+        steps = f"{a0}+{b0}={units},{a1}+{b1}+{carry}={tens}"
+    elif op == "sub":
+        borrow = int(a0 < b0)
+        top = a0 + 10 * borrow
+        units = top - b0 + units_slip
+        borrow += carry_slip
+        tens = a1 - borrow - b1 + tens_slip
+        steps = f"{top}-{b0}={units},{a1}-{borrow}-{b1}={tens}"
+    elif op == "mul":
+        units = a0 * b + units_slip
+        carry = units // 10 + carry_slip
+        tens = a1 * b + carry + tens_slip
+        steps = f"{a0}*{b}={units},{a1}*{b}+{carry}={tens}"
+    else:
+        raise ValueError(f"op must be one of {', '.join(OPS)}, found {op!r}")
+    if min(units, carry if op != "sub" else borrow, tens) < 0:
+        return steps, None
+    value = tens * 10 + units % 10
+    return f" {steps} {ENDING} {value}", value
 
 
 def sample_question(op: str, rng: random.Random, qid: str = "") -> Question:
