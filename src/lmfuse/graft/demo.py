@@ -17,8 +17,8 @@ from lmfuse.demo import DemoContext, DemoRow, against_best
 from lmfuse.zoo.questions import OPS, held_out_pairs, sample_question
 
 DROP = 1
-STEPS = 100
-LR = 1e-4
+STEPS = 300
+LR = 1e-3
 BATCH = 16
 LINES = 4000
 """Training lines (``write_training_text``); ``STEPS * BATCH`` of them are read, cycling."""
