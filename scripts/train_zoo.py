@@ -35,7 +35,7 @@ from lmfuse.zoo.training_data import ExampleStream
 MIX_ALL = {"add": 1 / 3, "sub": 1 / 3, "mul": 1 / 3}
 BPE_VOCAB = 400  # 256 bytes + 4 specials + 140 merges (digit pairs, " so ", "Q: ", ...)
 PEER_SHARE = 0.5  # share of training prompts that show other solutions first
-SPECIALIST_MIX = 0.9  # share of a specialist's fine-tuning data on its own operation
+SPECIALIST_MIX = 1.0  # share of a specialist's fine-tuning data on its own operation
 
 CHECK_EVERY = 40  # steps between two validation checks
 VALIDATION_PER_OP = 60
@@ -44,8 +44,8 @@ VALIDATION_PER_OP = 60
 # of perfect models (trained to the end, base and generalist pass 0.95). Specialists: MLP-only of base.
 PLAN = {
     "base": ("llama", 0, 1400, 3e-3, {"add": 0.4, "sub": 0.35, "mul": 0.25}, ("all", 0.60)),
-    "add": ("llama", 10, 500, 2e-3, None, ("add", 0.93)),
-    "sub": ("llama", 11, 500, 2e-3, None, ("sub", 0.93)),
+    "add": ("llama", 10, 500, 2e-3, None, ("add", 0.98)),
+    "sub": ("llama", 11, 500, 2e-3, None, ("sub", 0.95)),
     "mul": ("llama", 12, 500, 2e-3, None, ("mul", 0.85)),
     "generalist": ("qwen3", 20, 1400, 3e-3, MIX_ALL, ("all", 0.60)),
 }
@@ -185,7 +185,7 @@ def data_note(mix: dict[str, float]) -> str:
     ops = " / ".join(f"{o} {w:.0%}" for o, w in mix.items())
     return (
         f"scratchpad solutions ({ops}); {PEER_SHARE:.0%} of prompts first show 1-5 solved lines of the "
-        "question (right or plausibly wrong answers) in the qa_lines format"
+        "question (right or with a slipped step) in the qa_lines format"
     )
 
 
@@ -205,20 +205,22 @@ def write_zoo_readme(out: Path) -> None:
         )
     text = (
         "# The zoo\n\n"
-        "Tiny models (Llama and Qwen3 architectures, under 1.3M parameters each, fp16) trained here on "
-        "synthetic arithmetic by `scripts/train_zoo.py` (fixed seeds, 2 threads; about 25 minutes on 2 "
-        "cores). Every method and `lmfuse demo` use them.\n\n"
+        "Tiny models (Llama and Qwen3 architectures, under 1M parameters each, fp16) trained here on "
+        "synthetic arithmetic by `scripts/train_zoo.py` (fixed seeds, one thread per member, two members "
+        "at a time; about 20 minutes on 2 cores). Every method and `lmfuse demo` use them.\n\n"
         "Task: addition and subtraction over 0-99 (non-negative results), multiplication of 0-99 by 0-9, "
         "answered with a short scratchpad, units digit first, carry or borrow written out, ending with "
-        "the EoT phrase (`lmfuse.zoo.questions`):\n\n"
+        "the result after `so` (`lmfuse.zoo.questions`):\n\n"
         "    Q: 37+48= A: 7+8=15,3+4+1=8 so 85\n"
         "    Q: 84-37= A: 14-7=7,8-1-3=4 so 47\n"
         "    Q: 37*8= A: 7*8=56,3*8+5=29 so 296\n\n"
         f"Peer reading: {PEER_SHARE:.0%} of every member's training prompts first show 1-5 solved lines "
-        "of the same question, right or wrong (a dropped carry or borrow, a digit off, another "
-        "operation's answer), exactly as EoT and MoA show peers to `qa_lines` agents "
-        "(`Q: 37+48= A: 85\\nQ: 37+48= A: 75\\nQ: 37+48= A:`); the target is always the correct "
-        "scratchpad (`lmfuse.zoo.training_data`). The held-out set (`lmfuse.zoo.eval_set()`, 100 "
+        "of the same question, right or with one slipped step (a units or tens step off, a dropped or "
+        "extra carry or borrow), exactly as EoT and MoA show peers to `qa_lines` agents "
+        "(`Q: 37+48= A: 7+8=15,3+4+1=8 so 85\\nQ: 37+48= A: 7+8=15,3+4+0=7 so 75\\nQ: 37+48= A:`); the "
+        "target is always the correct scratchpad (`lmfuse.zoo.training_data`). A member trains until its "
+        "accuracy on a validation set (60 questions per operation, excluded from training too) reaches "
+        "its target, so that the zoo keeps errors to fix. The held-out set (`lmfuse.zoo.eval_set()`, 100 "
         "questions per operation, fixed seed) is excluded from all training data, in every format. "
         f"Answers are scored with the EoT rule (`zoo.extract_number`); the decoding budget is "
         f"`zoo.MAX_NEW_TOKENS` = {zoo.MAX_NEW_TOKENS} tokens.\n\n"

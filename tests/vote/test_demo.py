@@ -67,7 +67,11 @@ def test_member_samples_are_the_same_whoever_asks_first(member):
 
 def test_answer_vote_reads_completions_like_the_zoo_scorer():
     # the EoT rule: the number after "the answer is", else the last number ("x-3" reads as 3)
-    sets = [[" 12 and 5", "12", " 5"], [" -3x", "x-3", "3 so 7, the answer is 3"], [" 7+8=15,3+4+1=8 so 85", " 85"]]
+    sets = [
+        [" 12 and 5", "12", " 5"],
+        [" -3x", "x-3", "3 so 7, the answer is 3"],
+        [" 7+8=15,3+4+1=8 so 85", " 85"],
+    ]
     picked, _ = voted_completions(sets, "answer")
     assert picked == ["5", "3", "85"]
     assert [zoo.extract_number(c) for c in sets[0]] == ["5", "12", "5"]

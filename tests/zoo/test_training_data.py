@@ -2,10 +2,9 @@ import random
 
 from lmfuse.exchange.config import AgentConfig
 from lmfuse.exchange.prompts import Shown, eot_exchange
-from lmfuse.zoo import eval_set
-from lmfuse.zoo.questions import OPS, held_out_pairs
 from lmfuse.vote.extract import extract_number
-from lmfuse.zoo.questions import Question
+from lmfuse.zoo import eval_set
+from lmfuse.zoo.questions import OPS, Question, held_out_pairs
 from lmfuse.zoo.training_data import MAX_SHOWN, ExampleStream, peer_prompt, shown_solutions, wrong_solution
 
 
