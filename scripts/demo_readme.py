@@ -1,6 +1,6 @@
 """Write a recorded ``lmfuse demo`` run into the README's demo section (``make demo-record`` runs it).
 
-    python scripts/demo_readme.py benchmarks/demo/recorded.json README.md
+python scripts/demo_readme.py benchmarks/demo/recorded.json README.md
 """
 
 from __future__ import annotations
