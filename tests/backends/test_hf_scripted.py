@@ -89,8 +89,8 @@ def test_usage_counts_the_generated_eos_and_finish_reason_says_why_it_stopped():
     backend = HFBackend(*zoo.load("add"), name="add")
     question = "Q: 12+7= A:"
     full, capped = backend.generate_batch(
-        [Request(prompt=question, max_tokens=8), Request(prompt=question, max_tokens=2)]
+        [Request(prompt=question, max_tokens=zoo.MAX_NEW_TOKENS), Request(prompt=question, max_tokens=2)]
     )
-    assert full.text == " 19" and full.finish_reason == "stop"
-    assert full.completion_tokens == 4  # " ", "1", "9", then <eos>
-    assert capped.text == " 1" and capped.finish_reason == "length" and capped.completion_tokens == 2
+    assert full.text == " 2+7=9,1+0+0=1 so 19" and full.finish_reason == "stop"
+    assert full.completion_tokens == len(full.text) + 1  # one token per character, then <eos>
+    assert capped.text == " 2" and capped.finish_reason == "length" and capped.completion_tokens == 2

@@ -27,10 +27,34 @@ def models():
 
 def eot_config(backends: dict) -> EoTConfig:
     agents = [
-        {"name": "A", "backend": "good", "model": "m0", "prompt_format": "qa_lines", "max_tokens": 6},
-        {"name": "B", "backend": "good", "model": "m1", "max_tokens": 6, "system": "You are careful."},
-        {"name": "C", "backend": "flaky", "model": "m2", "prompt_format": "qa_lines", "max_tokens": 6},
-        {"name": "D", "backend": "down", "model": "m0", "prompt_format": "qa_lines", "max_tokens": 6},
+        {
+            "name": "A",
+            "backend": "good",
+            "model": "m0",
+            "prompt_format": "qa_lines",
+            "max_tokens": zoo.MAX_NEW_TOKENS,
+        },
+        {
+            "name": "B",
+            "backend": "good",
+            "model": "m1",
+            "max_tokens": zoo.MAX_NEW_TOKENS,
+            "system": "You are careful.",
+        },
+        {
+            "name": "C",
+            "backend": "flaky",
+            "model": "m2",
+            "prompt_format": "qa_lines",
+            "max_tokens": zoo.MAX_NEW_TOKENS,
+        },
+        {
+            "name": "D",
+            "backend": "down",
+            "model": "m0",
+            "prompt_format": "qa_lines",
+            "max_tokens": zoo.MAX_NEW_TOKENS,
+        },
     ]
     rules = {"topology": "memory", "max_rounds": 3, "early_exit": False, "stop_on_unanimity": False}
     return from_dict(EoTConfig, {"backends": backends, "agents": agents, **rules})

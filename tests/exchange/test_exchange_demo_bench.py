@@ -31,15 +31,16 @@ def test_round_zero_equals_each_members_own_answers(ctx):
     results = solve_all(zoo_eot(members, ctx.member), [q.prompt for q in qs], [q.id for q in qs])
     for i, r in enumerate(results):
         own = [ctx.results[m].predictions[i] for m in members]
+        texts = [ctx.results[m].completions[i] for m in members]
         assert r.answers[0] == own  # the hf backend (batched) answers as zoo.evaluate does
         if r.stop == "early_exit":
             assert r.calls == len(members) and r.answer == own[0]
         else:
             assert r.calls > len(members) and r.rounds >= 2
-            # Round 1 (memory): own round-0 answer, then the peers' in agent order, as solved lines.
+            # Round 1 (memory): own round-0 solution, then the peers' in agent order, as solved lines.
             for k, t in enumerate(x for x in r.turns if x.round == 1):
-                order = [own[k]] + [a for j, a in enumerate(own) if j != k]
-                lines = [f"{qs[i].prompt} {a}" for a in order if a is not None]
+                order = [k] + [j for j in range(len(members)) if j != k]
+                lines = [f"{qs[i].prompt} {' '.join(texts[j].split())}" for j in order if own[j] is not None]
                 assert t.prompt == "\n".join([*lines, qs[i].prompt])
 
 

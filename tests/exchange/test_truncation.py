@@ -25,7 +25,7 @@ def backends():
 def eot_config(cap_add: int) -> EoTConfig:
     agents = [
         {"name": "A", "backend": "add", "prompt_format": "qa_lines", "max_tokens": cap_add},
-        {"name": "G", "backend": "generalist", "prompt_format": "qa_lines", "max_tokens": 6},
+        {"name": "G", "backend": "generalist", "prompt_format": "qa_lines", "max_tokens": zoo.MAX_NEW_TOKENS},
     ]
     kinds = {
         "add": {"kind": "hf", "model": "zoo:add"},
@@ -35,7 +35,7 @@ def eot_config(cap_add: int) -> EoTConfig:
 
 
 def test_a_reply_cut_at_max_tokens_is_flagged_in_turns_result_and_summary(backends, tmp_path):
-    full = EoT(eot_config(6), backends).run(QUESTION)
+    full = EoT(eot_config(zoo.MAX_NEW_TOKENS), backends).run(QUESTION)
     assert full.truncated == 0 and all(t.finish_reason == "stop" for t in full.turns)
     assert full.warnings == []
     cut = EoT(eot_config(1), backends).run(QUESTION)
@@ -58,7 +58,9 @@ def test_a_reply_cut_at_max_tokens_is_flagged_in_turns_result_and_summary(backen
 def test_moa_aggregator_cut_short_sets_the_results_finish_reason(backends):
     cfg = {
         "backends": {"add": {"kind": "hf", "model": "zoo:add"}},
-        "layers": [[{"name": "p", "backend": "add", "prompt_format": "qa_lines", "max_tokens": 6}]],
+        "layers": [
+            [{"name": "p", "backend": "add", "prompt_format": "qa_lines", "max_tokens": zoo.MAX_NEW_TOKENS}]
+        ],
         "aggregator": {"name": "agg", "backend": "add", "prompt_format": "qa_lines", "max_tokens": 1},
     }
     r = MoA(from_dict(MoAConfig, cfg), {"add": backends["add"]}).run(QUESTION)
@@ -74,7 +76,7 @@ def test_cli_warns_about_truncated_replies(tmp_path, capsys):
         "backends: {add: {kind: hf, model: 'zoo:add'}, gen: {kind: hf, model: 'zoo:generalist'}}\n"
         "agents:\n"
         "  - {name: A, backend: add, prompt_format: qa_lines, max_tokens: 1}\n"
-        "  - {name: G, backend: gen, prompt_format: qa_lines, max_tokens: 6}\n"
+        f"  - {{name: G, backend: gen, prompt_format: qa_lines, max_tokens: {zoo.MAX_NEW_TOKENS}}}\n"
         "max_rounds: 1\nearly_exit: false\n"
     )
     questions = tmp_path / "q.jsonl"

@@ -25,8 +25,8 @@ class AgentConfig:
     system: str | None = None
     """Persona / system prompt."""
     prompt_format: PromptFormat = "chat"
-    """``chat``: messages for chat models; ``qa_lines``: completion prompt for zoo-style models that
-    only know ``Q: ... A: N`` lines (peers' answers are rendered as solved lines before the question)."""
+    """``chat``: messages for chat models; ``qa_lines``: completion prompt for zoo-style completion models
+    (peers' solutions are rendered as solved ``Q: ... A: ...`` lines before the question)."""
     max_tokens: int = 256
     temperature: float = 0.0
 

@@ -14,8 +14,8 @@ from lmfuse.errors import ConfigError, LmfuseError
 from lmfuse.serve.limits import Limits
 
 ZOO_MAX_MODEL_LEN = 1024
-"""The zoo models were trained on 64-token lines (their ``max_position_embeddings``), but RoPE lets them
-read the longer prompts EoT and MoA build; served by default with this context length."""
+"""The zoo models were trained on prompts of up to about 210 tokens (``max_position_embeddings`` 256), but
+RoPE lets them read longer prompts EoT and MoA build; served by default with this context length."""
 
 
 @dataclass
