@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # torch comes in first, pinned to the CPU wheel, so that no later requirement can pull a CUDA build.
 TORCH   := torch==2.13.0
 
-.PHONY: demo test check format install install-test clean
+.PHONY: demo demo-record test check format install install-test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ install-test: $(VENV)/.installed-test
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/lmfuse demo
+
+# Re-record the demo (benchmarks/demo/) and regenerate README's demo table from it (tests check both).
+demo-record: install
+	HF_HUB_OFFLINE=1 $(BIN)/lmfuse demo --record benchmarks/demo/recorded.json --plot-dir benchmarks/demo
+	$(BIN)/python scripts/demo_readme.py benchmarks/demo/recorded.json README.md
 
 test: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

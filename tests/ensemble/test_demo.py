@@ -18,5 +18,5 @@ def test_demo_rows_on_the_zoo():
     for r in rows:
         assert r.kind == "fusion" and set(r.accuracy) == {"all", "add", "sub", "mul"}
         assert all(0.0 <= v <= 1.0 for v in r.accuracy.values()) and r.seconds > 0
-        assert "best member" in r.note
+    assert [r.fuses for r in rows] == [("base", "add", "sub", "mul")] * 2 + [("base", "generalist")]
     assert "of steps ensembled" in rows[1].note

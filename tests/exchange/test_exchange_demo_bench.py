@@ -46,13 +46,35 @@ def test_round_zero_equals_each_members_own_answers(ctx):
 
 def test_demo_rows(ctx):
     rows = demo_rows(ctx)
-    assert [r.name for r in rows] == ["exchange: EoT (zoo members)", "exchange: majority vote"]
+    names = [r.name for r in rows]
+    assert names[0] == "exchange: EoT (zoo members)" and names[2] == "exchange: MoA (zoo members)"
+    assert names[1].startswith("majority of ") and names[1].endswith(" sampled")
+    assert [r.kind for r in rows] == ["fusion", "baseline"] * 2
     assert all(0.0 <= v <= 1.0 for r in rows for v in r.accuracy.values())
-    assert set(rows[0].accuracy) == {"all", "add", "sub", "mul"} and "calls/question" in rows[0].note
+    assert all(set(r.accuracy) == {"all", "add", "sub", "mul"} for r in rows)
+    assert "calls/question" in rows[0].note and rows[0].fuses == tuple(zoo.names())
+    # MoA: 5 proposers and one aggregator, 6 calls; its baseline spends 6 samples
+    assert "6.0 calls/question" in rows[2].note and rows[3].name == "majority of 6 sampled"
+
+
+def test_same_budget_baseline_is_a_majority_of_that_many_samples(ctx):
+    from lmfuse.exchange.demo import budget
+    from lmfuse.vote.demo import member_samples
+
     members = zoo.names()
-    voted = [majority([ctx.results[m].predictions[i] for m in members]) for i in range(len(ctx.questions))]
-    expected = sum(v == q.answer for v, q in zip(voted, ctx.questions, strict=True)) / len(ctx.questions)
-    assert rows[1].accuracy["all"] == pytest.approx(expected)
+    calls = budget(ctx, members, 7)
+    assert sum(calls.values()) == 7 and max(calls.values()) - min(calls.values()) <= 1
+    best = max(members, key=lambda m: ctx.results[m].accuracy)
+    assert calls[best] == 2  # the extra calls go to the most accurate members first
+    sets = [[] for _ in ctx.questions]
+    for m, k in calls.items():
+        for i, group in enumerate(member_samples(ctx, m, k)):
+            sets[i] += [zoo.extract_number(c) for c in group]
+    voted = [majority(s) for s in sets]
+    from lmfuse.vote.demo import sampled_majority
+
+    picked, _ = sampled_majority(ctx, calls)
+    assert [zoo.extract_number(p) for p in picked] == voted
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 from lmfuse import zoo
 from lmfuse.demo import DemoContext
 from lmfuse.testing import char_tokenizer, tiny_model
-from lmfuse.vote.demo import demo_rows, sample_completions, voted_completions
+from lmfuse.vote.demo import demo_rows, member_samples, sample_completions, voted_completions
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,22 @@ def test_demo_rows_with_tiny_members(member):
         "vote: answer, 2 greedy",
         "vote: answer, 2x4 sampled",
         "vote: char_rouge_l, 2x4 sampled",
+        "a sampled 8x, majority",
     ]
+    assert [r.kind for r in rows] == ["fusion"] * 3 + ["baseline"] and rows[0].fuses == ("a", "b")
     for r in rows:
         assert set(r.accuracy) == {"all", "add", "sub", "mul"} and 0.0 <= r.accuracy["all"] <= 1.0
     # Two identical members: their greedy majority is the member itself.
     assert rows[0].accuracy == ctx.results["a"].row()
+
+
+def test_member_samples_are_the_same_whoever_asks_first(member):
+    questions = zoo.eval_set(1)
+    first, second = (DemoContext(questions=questions, members={"a": member}) for _ in range(2))
+    four = member_samples(first, "a", 4)
+    two = member_samples(second, "a", 2)  # fewer, fresh context: the same first two
+    assert [g[:2] for g in four] == two and member_samples(second, "a", 4) == four
+    assert len({t for g in four for t in g}) > 1  # really sampled: a random tiny model varies
 
 
 def test_answer_vote_reads_completions_like_the_zoo_scorer():

@@ -6,7 +6,7 @@ import contextlib
 import time
 
 from lmfuse import zoo
-from lmfuse.demo import DemoContext, DemoRow
+from lmfuse.demo import DemoContext, DemoRow, against_best
 
 
 def _row(ctx: DemoContext, name: str, members: list[str], note: str, **kwargs) -> DemoRow:
@@ -17,12 +17,11 @@ def _row(ctx: DemoContext, name: str, members: list[str], note: str, **kwargs) -
     result = zoo.evaluate(
         lambda prompts: ens.generate(prompts, max_new_tokens=zoo.MAX_NEW_TOKENS, batch_size=64), ctx.questions
     )
-    best = max(members, key=lambda m: ctx.results[m].accuracy if m in ctx.results else -1.0)
-    if best in ctx.results:
-        note += f"; best member {best} {ctx.results[best].accuracy:.2f}"
     if kwargs.get("gate"):
         note += f"; {ens.stats.ensembled_fraction:.0%} of steps ensembled"
-    return DemoRow(name, result.row(), time.perf_counter() - start, note=note)
+    fuses = tuple(members)
+    return DemoRow(name, result.row(), time.perf_counter() - start, note=note, fuses=fuses,
+                   below=against_best(ctx, fuses, result.predictions))  # fmt: skip
 
 
 @contextlib.contextmanager

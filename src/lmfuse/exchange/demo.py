@@ -1,38 +1,69 @@
-"""Demo rows: EoT over the zoo members (in-process ``hf`` backends) with its number of calls, beside a
-majority vote of the same members' own answers (one greedy call each: with greedy decoding, more calls
-would only repeat them, so this is the vote at EoT's budget or below)."""
+"""Demo rows: EoT and MoA over the zoo members (in-process ``hf`` backends), each with its calls per
+question and beside a same-budget baseline: the majority of as many sampled member answers.
+
+With greedy members, more calls would only repeat the same answers, so the honest baseline at a budget
+of C calls is self-consistency: C answers sampled from the members (round robin, the most accurate
+first, at ``lmfuse.vote.demo.TEMPERATURE``), majority of the extracted numbers.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 
 from lmfuse import zoo
-from lmfuse.demo import DemoContext, DemoRow
-from lmfuse.exchange.consensus import majority
-from lmfuse.exchange.zoo_agents import solve_all, zoo_eot
+from lmfuse.demo import DemoContext, DemoRow, against_best
+from lmfuse.exchange.zoo_agents import solve_all, zoo_eot, zoo_moa
+from lmfuse.vote.demo import sampled_majority
+
+EOT_ROUNDS = 3
+MOA_LAYERS = 1
+
+
+def budget(ctx: DemoContext, members: list[str], calls: int) -> dict[str, int]:
+    """``calls`` samples shared round robin over ``members``, the most accurate first."""
+    order = sorted(members, key=lambda m: -ctx.results[m].accuracy)
+    return {m: calls // len(order) + (i < calls % len(order)) for i, m in enumerate(order)}
+
+
+def _fusion_row(ctx: DemoContext, name: str, solver, members: list[str], note: str) -> tuple[DemoRow, float]:
+    qs = ctx.questions
+    start = time.perf_counter()
+    results = solve_all(solver, [q.prompt for q in qs], [q.id for q in qs])
+    calls = sum(r.calls for r in results) / len(qs)
+    scored = zoo.score(qs, [r.answer or "" for r in results])
+    early = sum(r.stop == "early_exit" for r in results) / len(qs)
+    note = note.format(calls=calls, early=early)
+    fuses = tuple(members)
+    row = DemoRow(name, scored.row(), time.perf_counter() - start, note=note, fuses=fuses,
+                  below=against_best(ctx, fuses, scored.predictions))  # fmt: skip
+    return row, calls
+
+
+def _baseline_row(ctx: DemoContext, members: list[str], calls: float, what: str) -> DemoRow:
+    start = time.perf_counter()
+    k = math.ceil(calls - 1e-9)
+    picked, ties = sampled_majority(ctx, budget(ctx, members, k))
+    scored = zoo.score(ctx.questions, picked)
+    note = f"same budget as {what}: {k} sampled calls >= {calls:.1f}; {ties} ties"
+    return DemoRow(f"majority of {k} sampled", scored.row(), time.perf_counter() - start, "baseline", note)
 
 
 def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     members = [m for m in zoo.names() if m in ctx.results] or zoo.names()
     if len(members) < 2:
         return []  # nothing to exchange with one model
-    qs = ctx.questions
+    for m in members:
+        ctx.best_member([m])  # evaluates any member not evaluated yet
     rows = []
-    start = time.perf_counter()
-    results = solve_all(zoo_eot(members, ctx.member), [q.prompt for q in qs], [q.id for q in qs])
-    seconds = time.perf_counter() - start
-    calls = sum(r.calls for r in results)
-    early = sum(r.stop == "early_exit" for r in results)
-    scored = zoo.score(qs, [r.answer or "" for r in results], seconds)
-    note = (
-        f"{len(members)} agents, memory, 3 rounds: {calls / len(qs):.1f} calls/question, "
-        f"{early / len(qs):.0%} early exit; zoo models cannot read peers' lines (README)"
-    )
-    rows.append(DemoRow("exchange: EoT (zoo members)", scored.row(), seconds, note=note))
-    if all(m in ctx.results for m in members):
-        start = time.perf_counter()
-        preds = [[ctx.results[m].predictions[i] for m in members] for i in range(len(qs))]
-        voted = zoo.score(qs, [majority(p) or "" for p in preds], time.perf_counter() - start)
-        note = f"majority of the members' answers: {len(members):.1f} calls/question"
-        rows.append(DemoRow("exchange: majority vote", voted.row(), voted.seconds, note=note))
+    eot = zoo_eot(members, ctx.member, max_rounds=EOT_ROUNDS)
+    note = f"{len(members)} agents, memory, {EOT_ROUNDS} rounds: {{calls:.1f}} calls/question, {{early:.0%}} early exit"
+    row, calls = _fusion_row(ctx, "exchange: EoT (zoo members)", eot, members, note)
+    rows += [row, _baseline_row(ctx, members, calls, "EoT")]
+
+    aggregator = ctx.best_member(members)
+    moa = zoo_moa(members, aggregator, ctx.member, layers=MOA_LAYERS)
+    note = f"{len(members)} proposers x {MOA_LAYERS} layer, aggregator {aggregator}: {{calls:.1f}} calls/question"
+    row, calls = _fusion_row(ctx, "exchange: MoA (zoo members)", moa, members, note)
+    rows += [row, _baseline_row(ctx, members, calls, "MoA")]
     return rows

@@ -1,8 +1,13 @@
-"""EoT over zoo members, in-process: one ``hf`` backend per member (models loaded once and shared).
+"""EoT and MoA over zoo members, in-process: one ``hf`` backend per member (models loaded once, shared).
 
+<<<<<<< HEAD
+Used by the demo and the benchmark. Zoo models are completion models (``Q: 37+48= A:`` ...), so agents
+use the ``qa_lines`` prompt format (peers' answers shown as solved lines before the question).
+=======
 Used by the demo and the benchmark. Zoo models are completion models (``Q: 37+48= A:``, then a
 scratchpad), so agents use the ``qa_lines`` prompt format (peers' answers shown as solved lines before
 the question), which the zoo was trained to read.
+>>>>>>> zoo2
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from collections.abc import Callable, Sequence
 from lmfuse import zoo
 from lmfuse.backends import BackendConfig
 from lmfuse.backends.hf import HFBackend
-from lmfuse.exchange.config import AgentConfig, EoTConfig
+from lmfuse.exchange.config import AgentConfig, EoTConfig, MoAConfig
 from lmfuse.exchange.eot import EoT
+from lmfuse.exchange.moa import MoA
 from lmfuse.exchange.result import ExchangeResult
 
 
@@ -38,8 +44,29 @@ def zoo_eot(
         max_rounds=max_rounds,
         early_exit=early_exit,
     )
-    backends = {m: HFBackend(*load(m), name=m, max_batch=512) for m in dict.fromkeys(members)}
-    return EoT(config, backends=backends)
+    return EoT(config, backends=_backends(members, load))
+
+
+def zoo_moa(proposers: Sequence[str], aggregator: str, load: Callable[[str], tuple], layers: int = 1) -> MoA:
+    """An ``MoA`` with ``layers`` layers of one proposer per entry of ``proposers`` and ``aggregator``
+    (zoo names) reading the last layer; ``load(name) -> (model, tokenizer)``. Calls per question:
+    ``layers * len(proposers) + 1``."""
+    names = agent_names(proposers)
+    used = dict.fromkeys([*proposers, aggregator])
+
+    def agent(name: str, member: str) -> AgentConfig:
+        return AgentConfig(name=name, backend=member, prompt_format="qa_lines", max_tokens=zoo.MAX_NEW_TOKENS)
+
+    config = MoAConfig(
+        backends={m: BackendConfig(kind="hf", model=f"zoo:{m}") for m in used},
+        layers=[[agent(a, m) for a, m in zip(names, proposers, strict=True)] for _ in range(layers)],
+        aggregator=agent("aggregator", aggregator),
+    )
+    return MoA(config, backends=_backends(list(used), load))
+
+
+def _backends(members: Sequence[str], load: Callable[[str], tuple]) -> dict[str, HFBackend]:
+    return {m: HFBackend(*load(m), name=m, max_batch=512) for m in dict.fromkeys(members)}
 
 
 def agent_names(members: Sequence[str]) -> list[str]:
@@ -52,7 +79,7 @@ def agent_names(members: Sequence[str]) -> list[str]:
     return names
 
 
-def solve_all(eot: EoT, prompts: Sequence[str], ids: Sequence[str]) -> list[ExchangeResult]:
+def solve_all(eot: EoT | MoA, prompts: Sequence[str], ids: Sequence[str]) -> list[ExchangeResult]:
     """All questions at once, so each member's calls of a round share one batched ``generate``."""
 
     async def go() -> list[ExchangeResult]:

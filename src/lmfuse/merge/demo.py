@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from lmfuse import zoo
-from lmfuse.demo import DemoContext, DemoRow
+from lmfuse.demo import DemoContext, DemoRow, against_best
 
 SEARCH_BUDGET = 8
 """Merges the demo's search evaluates (small, so the demo stays quick)."""
@@ -35,6 +35,12 @@ NOTES = {
 }
 
 
+def _fuses(recipe: dict) -> tuple[str, ...]:
+    """Zoo members a recipe reads (``zoo:NAME``), base first."""
+    refs = [recipe.get("base_model", "")] + [m["model"] for m in recipe["models"]]
+    return tuple(r.removeprefix("zoo:") for r in refs if r.startswith("zoo:"))
+
+
 def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     """Each merge built in memory and scored on the demo's held-out questions."""
     import torch
@@ -53,9 +59,11 @@ def demo_rows(ctx: DemoContext) -> list[DemoRow]:
             start = time.perf_counter()
             model = merged_model(recipe_from_dict(data), opened=opened)
             result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
+            fuses = _fuses(data)
             rows.append(
-                DemoRow(f"merge: {method}", result.row(), time.perf_counter() - start, note=NOTES[method])
-            )
+                DemoRow(f"merge: {method}", result.row(), time.perf_counter() - start, note=NOTES[method],
+                        fuses=fuses, below=against_best(ctx, fuses, result.predictions))
+            )  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -69,6 +77,8 @@ def demo_rows(ctx: DemoContext) -> list[DemoRow]:
             time.perf_counter() - start,
             note=f"CMA-ES, {found.evaluations} merges; on its 24 tuning questions "
             f"{found.start_score:.2f}->{found.best_score:.2f}",
+            fuses=_fuses(RECIPES["ties"]),
+            below=against_best(ctx, _fuses(RECIPES["ties"]), result.predictions),
         )
     )
     return rows
