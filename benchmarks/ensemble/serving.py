@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    n_prompts, repeats, new = (4, 1, 8) if args.smoke else (32, 5, 12)
+    n_prompts, repeats, new = (4, 1, 8) if args.smoke else (32, 5, zoo.MAX_NEW_TOKENS)
     prompts = [q.prompt for q in eval_set()][:n_prompts]
     results: dict = {"smoke": args.smoke, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     results["speculative"] = [
