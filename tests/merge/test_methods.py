@@ -136,7 +136,16 @@ def test_nuslerp_weights_and_row_wise():
 
 @pytest.mark.parametrize(
     "method",
-    ["task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties", "della"],
+    [
+        "linear",
+        "task_arithmetic",
+        "ties",
+        "dare_linear",
+        "dare_ties",
+        "breadcrumbs",
+        "breadcrumbs_ties",
+        "della",
+    ],
 )
 def test_in_place_merge_gives_the_same_bits_and_spares_plain_inputs(method, monkeypatch):
     """An ``Owned`` list lets a method overwrite its inputs; the bits must not change, whatever the
@@ -147,6 +156,9 @@ def test_in_place_merge_gives_the_same_bits_and_spares_plain_inputs(method, monk
     base = torch.randn(301, 67, generator=g) * 0.02
     models = [base + 0.002 * torch.randn(301, 67, generator=g) for _ in range(3)]
     models[2][::5] = base[::5]  # exact zeros in one task vector: sign ties in the election
+    for m in [*models[:2], base]:  # signed zeros must keep their bits too (w = -0.3 flips +0)
+        m[0, :5] = -0.0
+    models[2][0, :5] = 0.0
     kept = [m.clone() for m in models]
     per = [{"weight": 0.6, "density": 0.5, "epsilon": 0.1}, {"weight": 0.4, "density": 0.7}, {"weight": -0.3}]
     plain = run(method, models, base, per, seed=3)
