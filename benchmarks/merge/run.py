@@ -16,6 +16,10 @@ machine are noise; read the ratios. ``--smoke`` runs tiny models in seconds (use
 
     python benchmarks/merge/run.py --smoke --mergekit ''
     python benchmarks/merge/run.py --size 1b --workdir /work/tmp/merge-bench --json results.json
+
+Methods alternate which tool runs first (lmfuse first for the 1st, 3rd, ... method, mergekit first for
+the others), so a load that drifts during the run does not favour one tool; each measurement records
+the 1-minute load average right after it.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ SIZES = {
     # ~1.0B parameters: Llama-2-style 2048 wide, 16 layers, 32k vocabulary, untied head.
     "1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
                num_attention_heads=16, num_key_value_heads=16),
+    # The 1b shapes with one decoder layer: the same largest tensors (the 32000 x 2048 embedding and
+    # lm_head, which set lmfuse's peak memory), 182M parameters, for a loaded machine.
+    "1b-1layer": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=1,
+                      num_attention_heads=16, num_key_value_heads=16),
 }  # fmt: skip
 METHODS = {
     "linear": ("", "    parameters: {weight: %s}\n", "parameters: {normalize: true}\n"),
@@ -112,7 +120,8 @@ def measure(cmd: list[str], log: Path) -> dict:
             env=env,
         )
     wall, rss_kb = stats.read_text().split()[-2:]
-    return {"wall_s": float(wall), "peak_rss_mb": round(int(rss_kb) / 1024, 1), "exit": proc.returncode}
+    return {"wall_s": float(wall), "peak_rss_mb": round(int(rss_kb) / 1024, 1), "exit": proc.returncode,
+            "load_avg_1min_after": round(os.getloadavg()[0], 2)}  # fmt: skip
 
 
 def ulps(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -163,7 +172,10 @@ def dare_stats(out: Path, base: Path) -> dict:
     }
 
 
-def run_method(method: str, family: dict[str, Path], work: Path, mergekit: Path | None) -> dict:
+def run_method(
+    method: str, family: dict[str, Path], work: Path, mergekit: Path | None, mergekit_first: bool = False
+) -> dict:
+    """One method through both tools (``mergekit_first``: in that order, to spread load drift)."""
     cfg = work / f"{method}.yaml"
     cfg.write_text(recipe(method, family))
     row: dict = {"method": method}
@@ -171,6 +183,9 @@ def run_method(method: str, family: dict[str, Path], work: Path, mergekit: Path 
     tools = [("lmfuse", [sys.executable, "-m", "lmfuse", "merge", str(cfg)])]
     if mergekit:
         tools.append(("mergekit", [str(mergekit), str(cfg)]))
+        if mergekit_first:
+            tools.reverse()
+    row["order"] = [t for t, _ in tools]
     for tool, cmd in tools:
         out = work / f"out-{method}-{tool}"
         shutil.rmtree(out, ignore_errors=True)
@@ -211,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(math.prod(base.meta(n)[0]) for n in list(base.keys()))
     results = {"size": size, "parameters": params, "machine": f"{platform.node()} {platform.machine()}",
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "mergekit": str(mergekit or "skipped"),
-               "rows": [run_method(m, family, work, mergekit) for m in args.methods.split(",")]}  # fmt: skip
+               "load_avg_1min_start": round(os.getloadavg()[0], 2), "torch_threads": torch.get_num_threads(),
+               "rows": [run_method(m, family, work, mergekit, mergekit_first=i % 2 == 1)
+                        for i, m in enumerate(args.methods.split(","))]}  # fmt: skip
     results["seconds"] = round(time.time() - start, 1)
     text = json.dumps(results, indent=2)
     print(text)

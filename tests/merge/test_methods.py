@@ -132,3 +132,41 @@ def test_nuslerp_weights_and_row_wise():
         "nuslerp", [A, B], None, [{"weight": 1}, {"weight": 1}], nuslerp_flatten=False, nuslerp_row_wise=True
     )
     assert torch.allclose(rows[3], run("slerp", [B[3]], A[3], [{}], t=0.5))
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "linear",
+        "task_arithmetic",
+        "ties",
+        "dare_linear",
+        "dare_ties",
+        "breadcrumbs",
+        "breadcrumbs_ties",
+        "della",
+    ],
+)
+def test_in_place_merge_gives_the_same_bits_and_spares_plain_inputs(method, monkeypatch):
+    """An ``Owned`` list lets a method overwrite its inputs; the bits must not change, whatever the
+    block size of the disjoint merge, and a plain list must come back untouched."""
+    from lmfuse.merge.methods import Owned, common
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(301, 67, generator=g) * 0.02
+    models = [base + 0.002 * torch.randn(301, 67, generator=g) for _ in range(3)]
+    models[2][::5] = base[::5]  # exact zeros in one task vector: sign ties in the election
+    for m in [*models[:2], base]:  # signed zeros must keep their bits too (w = -0.3 flips +0)
+        m[0, :5] = -0.0
+    models[2][0, :5] = 0.0
+    kept = [m.clone() for m in models]
+    per = [{"weight": 0.6, "density": 0.5, "epsilon": 0.1}, {"weight": 0.4, "density": 0.7}, {"weight": -0.3}]
+    plain = run(method, models, base, per, seed=3)
+    assert all(torch.equal(m, k) for m, k in zip(models, kept, strict=True))
+    monkeypatch.setattr(common, "CHUNK", 1001)  # blocks that split vector widths and rows
+    owned = Owned((m.clone() for m in models), reload_base=base.clone)  # base may be released and re-read
+    m = get_method(method)
+    defaults = {k: p.default for k, p in m.global_params.items()}
+    per_full = [{**{k: p.default for k, p in m.model_params.items()}, **p} for p in per]
+    in_place = m.fn(owned, base.clone(), per_full, defaults, TensorRng(3, "w"))
+    assert torch.equal(plain.view(torch.int32), in_place.view(torch.int32))

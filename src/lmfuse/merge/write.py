@@ -22,7 +22,7 @@ from lmfuse.core.checkpoint import CheckpointReader
 from lmfuse.core.config import dump_yaml
 from lmfuse.core.export import ExportTensor, export_checkpoint, provenance, raw_bytes
 from lmfuse.errors import CheckpointError, ConfigError
-from lmfuse.merge.methods import TensorRng
+from lmfuse.merge.methods import Owned, TensorRng
 from lmfuse.merge.plan import MergeJob, MergePlan, plan_merge
 from lmfuse.merge.recipe import MergeRecipe
 from lmfuse.merge.union import gather_rows, union_tokenizer_files
@@ -58,15 +58,15 @@ def check_device(device: str | torch.device | None) -> torch.device:
 
 
 def read_tensor(reader: CheckpointReader, name: str) -> torch.Tensor:
-    """One tensor read with plain file reads into memory we own.
+    """One tensor read with plain file reads into memory we own (the caller may overwrite it).
 
     Not through a memory map: pages of a mapped file count in the process's resident memory once
     touched, so reading every tensor of three 2 GB models would show 6 GB of RSS for a merge that
     holds a few hundred MB. ``.bin`` checkpoints fall back to the reader.
     """
     located = raw_bytes(reader, name)
-    if located is None:
-        return reader.get(name)
+    if located is None:  # the reader may keep (and map) what it returns: copy it, it is ours to overwrite
+        return reader.get(name).clone()
     raw, shape, dtype = located
     buf = torch.empty(raw.nbytes, dtype=torch.uint8)
     view, done = memoryview(buf.numpy()), 0
@@ -97,8 +97,12 @@ def compute(plan: MergePlan, job: MergeJob, device: torch.device) -> torch.Tenso
         )
         base, inputs = (both[0], both[1:]) if base is not None else (None, both)
     rng = TensorRng(plan.recipe.random_seed, job.name)
+    reload = (lambda: read(job.base)) if job.base is not None and job.rows is None else None
+    owned = Owned(inputs, reload)  # read for this call alone: the method may overwrite and drop them
+    del inputs
     with torch.no_grad():
-        out = plan.method.fn(inputs, base, job.per_model, job.params, rng)
+        out = plan.method.fn(owned, base, job.per_model, job.params, rng)
+    del owned, base
     return out.to(job.dtype)
 
 

@@ -10,6 +10,11 @@ A method is a function ``fn(tensors, base, weights, params, rng) -> tensor`` ove
 - ``params``: the method's global parameters, resolved the same way;
 - ``rng``: seeded random numbers for this tensor (``TensorRng``), independent of merge order.
 
+When ``tensors`` is an ``Owned`` list (``write.compute`` passes one), the tensors and ``base`` were
+read for this call alone: a method may overwrite them and drop them from the list once used, so
+that memory holds the inputs and a few work tensors, not copies of every input. Given a plain list,
+a method leaves its arguments untouched; both give the same bits.
+
 ``register`` records the legal parameter names and defaults, so the recipe validator rejects any
 key a method would not use (never silently dropped) and fills defaults for the others.
 """
@@ -18,11 +23,26 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+
+
+class Owned(list):
+    """A method's input tensors handed over to it (see the module docstring): overwrite at will.
+
+    ``reload_base``, when given, reads ``base`` again: a method may then release ``base``'s memory
+    (``base.set_()``) while it works and call ``reload_base()`` when it needs the values back.
+    """
+
+    def __init__(
+        self, tensors: Iterable[torch.Tensor] = (), reload_base: Callable[[], torch.Tensor] | None = None
+    ):
+        super().__init__(tensors)
+        self.reload_base = reload_base
+
 
 REQUIRED = object()
 """Default of a parameter that has none: the recipe must give it."""

@@ -41,7 +41,7 @@ def breadcrumb_mask(tau: torch.Tensor, density: float, gamma: float) -> torch.Te
 
 def _breadcrumbs(tensors, base, per_model, params, elect: bool) -> torch.Tensor:
     def sparsify(tau, p, i):
-        return tau * breadcrumb_mask(tau, p["density"], p["gamma"])
+        return tau.mul_(breadcrumb_mask(tau, p["density"], p["gamma"]))
 
     return task_vector_merge(tensors, base, per_model, params, sparsify=sparsify, elect=elect)
 

@@ -30,11 +30,11 @@ from lmfuse.merge.methods.common import random_mask, task_vector_merge
 
 
 def drop_and_rescale(tau: torch.Tensor, density: float, rescale: bool, rng: TensorRng, index: int):
-    """DARE's sparsification of one task vector (shape kept)."""
+    """DARE's sparsification of one task vector, in place (shape kept)."""
     if density >= 1.0:
         return tau
-    kept = tau * random_mask(tau, density, rng, index)
-    return kept / density if rescale and density > 0 else kept
+    tau.mul_(random_mask(tau, density, rng, index))
+    return tau.div_(density) if rescale and density > 0 else tau
 
 
 def _dare(tensors, base, per_model, params, rng, elect: bool) -> torch.Tensor:

@@ -42,11 +42,12 @@ def keep_probabilities(tau: torch.Tensor, density: float, epsilon: float) -> tor
 
 
 def magprune(tau: torch.Tensor, density: float, epsilon: float, rescale: bool, rng: TensorRng, index: int):
+    """DELLA's MagPrune of one task vector, in place (shape kept)."""
     if density >= 1.0 and epsilon == 0.0:
         return tau
     p = keep_probabilities(tau, density, epsilon).to(tau.device)
-    kept = tau * (rng.uniform(index, tau) < p)
-    return kept / p.to(tau.dtype) if rescale else kept
+    tau.mul_(rng.uniform(index, tau) < p)  # in place: tau is the caller's work tensor
+    return tau.div_(p.to(tau.dtype)) if rescale else tau
 
 
 def _della(tensors, base, per_model, params, rng, elect: bool) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from lmfuse.merge.methods import NORMALIZE_TRUE, WEIGHT, register
+from lmfuse.merge.methods import NORMALIZE_TRUE, WEIGHT, Owned, register
 
 
 @register(
@@ -20,8 +20,14 @@ from lmfuse.merge.methods import NORMALIZE_TRUE, WEIGHT, register
 )
 def linear(tensors, base, per_model, params, rng) -> torch.Tensor:
     weights = [p["weight"] for p in per_model]
-    out = torch.zeros_like(tensors[0])
-    for w, t in zip(weights, tensors, strict=True):
+    if isinstance(tensors, Owned):  # the first input becomes the sum: no fresh (page-faulted) buffer
+        # w·x then + 0.0 has the bits of 0 + w·x (−0 becomes +0, as it does when added to zeros)
+        out = tensors[0].mul_(weights[0]).add_(0.0)
+        rest = zip(weights[1:], tensors[1:], strict=True)
+    else:
+        out = torch.zeros_like(tensors[0])
+        rest = zip(weights, tensors, strict=True)
+    for w, t in rest:
         out.add_(t, alpha=w)  # in place: no temporary per model
     total = sum(weights)
     if params["normalize"]:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import torch
 
 from lmfuse.merge.methods import DENSITY, INT8_MASK, LAMBDA, NORMALIZE_TRUE, WEIGHT, register
-from lmfuse.merge.methods.common import magnitude_mask, task_vector_merge
+from lmfuse.merge.methods.common import task_vector_merge, trim_
 
 
 def trim(tau: torch.Tensor, p: dict, index: int) -> torch.Tensor:
-    """TIES' trim: zero all but the top ``density`` fraction of ``tau`` by magnitude."""
-    return tau * magnitude_mask(tau, p["density"])
+    """TIES' trim: zero all but the top ``density`` fraction of ``tau`` by magnitude (in place)."""
+    return trim_(tau, p["density"])
 
 
 @register(
