@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     scores = {}
     for members in (["add", "sub", "mul"], ["base", "generalist"]):
         ens = Ensemble([f"zoo:{m}" for m in members], combine="prob")
-        result = zoo.evaluate(lambda prompts, ens=ens: ens.generate(prompts, max_new_tokens=zoo.MAX_NEW_TOKENS), questions)
+        result = zoo.evaluate(
+            lambda prompts, ens=ens: ens.generate(prompts, max_new_tokens=zoo.MAX_NEW_TOKENS), questions
+        )
         name = "+".join(members)
         scores[name] = result.accuracy
         kind = "shared tokenizer" if ens.shared_vocab else "byte-aligned tokenizers"

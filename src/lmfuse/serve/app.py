@@ -133,7 +133,10 @@ def _failure(exc: Exception, opts: ServerOptions) -> Response:
 def _install_auth_and_errors(app: FastAPI, keys: Sequence[str], opts: ServerOptions, routes: Routes) -> None:
     """API-key check (when keys are set), body-size limit, the hot endpoints served directly
     (``direct.py``) and OpenAI-shaped errors for everything."""
-    direct = {"/v1/chat/completions": (ChatBody, routes.chat), "/v1/completions": (CompletionBody, routes.completions)}
+    direct = {
+        "/v1/chat/completions": (ChatBody, routes.chat),
+        "/v1/completions": (CompletionBody, routes.completions),
+    }
     app.add_middleware(Direct, routes=direct, invalid=lambda m: _error(400, m, "invalid_request_error"),
                        failed=lambda exc: _failure(exc, opts))  # fmt: skip
     app.add_middleware(Guard, keys=keys, max_body_bytes=opts.max_body_bytes)  # outside: checked first
