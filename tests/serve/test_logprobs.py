@@ -79,7 +79,7 @@ def test_a_generated_eos_is_the_last_logprobs_token_as_vllm_reports_it(url, base
     eos, client = tok.eos_token_id, _client(url)
     ids = tok("Q: 12+7= A:", add_special_tokens=False)["input_ids"]
     kw = dict(model="base", temperature=0, extra_body={"return_tokens_as_token_ids": True})
-    out = client.completions.create(prompt=ids, max_tokens=12, logprobs=3, **kw)
+    out = client.completions.create(prompt=ids, max_tokens=zoo.MAX_NEW_TOKENS, logprobs=3, **kw)
     ch = out.choices[0]
     got = [int(t.split(":")[1]) for t in ch.logprobs.tokens]
     assert ch.finish_reason == "stop" and got[-1] == eos and eos not in got[:-1]
@@ -97,11 +97,13 @@ def test_a_generated_eos_is_the_last_logprobs_token_as_vllm_reports_it(url, base
     capped = client.completions.create(prompt=ids, max_tokens=len(got) - 1, logprobs=0, **kw).choices[0]
     assert capped.finish_reason == "length" and f"token_id:{eos}" not in capped.logprobs.tokens
     stop = ch.text[-1]
-    cut = client.completions.create(prompt=ids, max_tokens=12, logprobs=0, stop=[stop], **kw).choices[0]
+    cut = client.completions.create(
+        prompt=ids, max_tokens=zoo.MAX_NEW_TOKENS, logprobs=0, stop=[stop], **kw
+    ).choices[0]
     assert cut.finish_reason == "stop" and f"token_id:{eos}" not in cut.logprobs.tokens
     # chat logprobs end with the EOS too (its token text is the tokenizer's, e.g. "<eos>")
     msg = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "Q: 12+7= A:"}],
-                                         max_tokens=12, temperature=0, logprobs=True, top_logprobs=1)  # fmt: skip
+                                         max_tokens=zoo.MAX_NEW_TOKENS, temperature=0, logprobs=True, top_logprobs=1)  # fmt: skip
     content = msg.choices[0].logprobs.content
     assert content[-1].token == tok.decode([eos])
     assert "".join(c.token for c in content[:-1]) == msg.choices[0].message.content
