@@ -50,12 +50,14 @@ def test_search_per_layer_writes_gradients_and_reads_jsonl(tmp_path):
         search(r, SearchConfig(budget=2, eval_file=str(bad)))
 
 
-def test_demo_rows():
+def test_demo_rows(monkeypatch):
     from lmfuse import zoo
     from lmfuse.demo import DemoContext
     from lmfuse.merge import demo
 
-    demo.SEARCH_BUDGET = 2
+    monkeypatch.setattr(
+        demo, "SEARCH_BUDGET", 2
+    )  # restored afterwards: the recorded demo uses the real budget
     ctx = DemoContext(questions=zoo.eval_set(4))
     rows = demo.demo_rows(ctx)
     assert [r.name for r in rows] == [f"merge: {m}" for m in demo.RECIPES] + ["merge: ties, searched"]
