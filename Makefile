@@ -28,7 +28,7 @@ demo: install
 
 # Re-record the demo (benchmarks/demo/) and regenerate README's demo table from it (tests check both).
 demo-record: install
-	HF_HUB_OFFLINE=1 $(BIN)/lmfuse demo --record benchmarks/demo/recorded.json --plot-dir benchmarks/demo
+	HF_HUB_OFFLINE=1 $(BIN)/lmfuse demo --record benchmarks/demo/recorded.json --overwrite --plot-dir benchmarks/demo
 	$(BIN)/python scripts/demo_readme.py benchmarks/demo/recorded.json README.md
 
 test: install-test

@@ -70,6 +70,10 @@ def test_demo_record_writes_what_it_prints(tmp_path, capsys):
     record, rows = read_record(out)
     assert record["table"] in printed and record["per_op"] == 1 and record["threads"] == 1
     assert [r.kind for r in rows] == ["member"] * len(rows) and record["methods"] == []
+    before = out.read_bytes()  # an existing record is replaced only with --overwrite, checked before the run
+    assert main(["demo", "--per-op", "1", "--only", "--record", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["demo", "--per-op", "1", "--only", "--record", str(out), "--overwrite"]) == 0
 
 
 def test_demo_readme_script_regenerates_the_block(tmp_path):

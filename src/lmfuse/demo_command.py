@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"torch threads (default {THREADS}); the numbers are the same on every run with the same count",
     )  # fmt: skip
     p.add_argument("--record", metavar="FILE.json", help="also save the table and every row's numbers here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --record file")
     p.add_argument(
         "--plot-dir", metavar="DIR", help="where rows write pictures (default: a new temporary folder)"
     )
@@ -36,9 +37,9 @@ def _run(args: argparse.Namespace) -> int:
     from lmfuse.demo_record import format_header, format_row, intro, make_record, write_record
 
     if args.record:
-        from lmfuse.core.atomic import check_writable
+        from lmfuse.core.atomic import check_output_file
 
-        check_writable(args.record)  # before minutes of work
+        check_output_file(args.record, args.overwrite)  # before minutes of work
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     plot_dir = args.plot_dir or tempfile.mkdtemp(prefix="lmfuse-demo-")
