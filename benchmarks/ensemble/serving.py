@@ -36,46 +36,61 @@ FULL_K = 5000
 """Log-probs per call above every zoo vocabulary: remote distributions are exact."""
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _timed(fn) -> tuple[float, float]:
+    """Wall and CPU seconds (this process: with 1 thread, what other jobs on the machine change least)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def speculative(prompts: list[str], n_members, batch: int, k: int, new: int, repeats: int) -> dict:
-    """Plain vs ``speculate=k`` on the same members and prompts, runs interleaved (``n_members``: a key
-    of ``SETS``)."""
+def speculative(
+    prompts: list[str], n_members, batch: int, ks: list[int], new: int, repeats: int
+) -> list[dict]:
+    """Plain vs ``speculate=k`` for each k on the same members and prompts, runs interleaved
+    (``n_members``: a key of ``SETS``); one row per k."""
     members = [zoo.load(n) for n in SETS[n_members]]
-    plain, spec = Ensemble(members), Ensemble(members, speculate=k)
+    plain = Ensemble(members)
+    specs = {k: Ensemble(members, speculate=k) for k in ks}
     assert plain.shared_vocab == (n_members != "bytes")
-    want = plain.generate(prompts, max_new_tokens=new, batch_size=batch)
-    got = spec.generate(prompts, max_new_tokens=new, batch_size=batch)
-    assert got == want, "speculative greedy tokens differ from the plain ensemble's"
-    accepted = spec.stats.mean_accepted
-    t_plain, t_spec = [], []
-    for _ in range(repeats):  # interleaved: load changes hit both alike
-        t_plain.append(_median_time(lambda: plain.generate(prompts, max_new_tokens=new, batch_size=batch), 1))
-        t_spec.append(_median_time(lambda: spec.generate(prompts, max_new_tokens=new, batch_size=batch), 1))
+
+    def run(ens: Ensemble) -> list:
+        return ens.generate(prompts, max_new_tokens=new, batch_size=batch)
+
+    want = run(plain)
+    accepted = {}
+    for k, spec in specs.items():
+        assert run(spec) == want, f"speculative (k={k}) greedy tokens differ from the plain ensemble's"
+        accepted[k] = spec.stats.mean_accepted
+    t_plain, t_spec = [], {k: [] for k in ks}
+    for _ in range(repeats):  # interleaved: load changes hit all alike
+        t_plain.append(_timed(lambda: run(plain)))
+        for k, spec in specs.items():
+            t_spec[k].append(_timed(lambda s=spec: run(s)))
     tokens = plain.stats.row_steps
-    return {
-        "members": n_members if n_members == "bytes" else len(members),
-        "names": "+".join(SETS[n_members]),
-        "byte_aligned": not plain.shared_vocab,
-        "batch": batch,
-        "k": k,
-        "tokens": tokens,
-        "plain_tok_s": tokens / statistics.median(t_plain),
-        "spec_tok_s": tokens / statistics.median(t_spec),
-        "ratio": statistics.median(t_plain) / statistics.median(t_spec),
-        "mean_accepted": accepted,
-        "identical": True,
-    }
+
+    def median(times: list[tuple[float, float]], i: int) -> float:
+        return statistics.median(t[i] for t in times)
+
+    return [
+        {
+            "members": n_members if n_members == "bytes" else len(members),
+            "names": "+".join(SETS[n_members]),
+            "byte_aligned": not plain.shared_vocab,
+            "batch": batch,
+            "k": k,
+            "tokens": tokens,
+            "plain_tok_s": tokens / median(t_plain, 0),
+            "spec_tok_s": tokens / median(t_spec[k], 0),
+            "ratio": median(t_plain, 0) / median(t_spec[k], 0),
+            "cpu_ratio": median(t_plain, 1) / median(t_spec[k], 1),
+            "mean_accepted": accepted[k],
+            "identical": True,
+        }
+        for k in ks
+    ]
 
 
-def remote(url: str, prompts: list[str], batch: int, k: int, new: int, full_k: int) -> list[dict]:
+def remote(url: str, prompts: list[str], batch: int, ks: list[int], new: int, full_k: int) -> list[dict]:
     """The 2-member zoo ensemble with members served by ``lmfuse serve`` vs local."""
     names = SETS[2]
     rows = []
@@ -83,7 +98,7 @@ def remote(url: str, prompts: list[str], batch: int, k: int, new: int, full_k: i
     start = time.perf_counter()
     want = local.generate(prompts, max_new_tokens=new, batch_size=batch)
     local_s = time.perf_counter() - start
-    for spec in (0, k):
+    for spec in (0, *ks):
         specs = [{"base_url": url, "model": n, "tokenizer": f"zoo:{n}", "logprobs": full_k} for n in names]
         ens = Ensemble(specs, speculate=spec)
         ens.generate(prompts[:1], max_new_tokens=2)  # warm the connections
@@ -143,10 +158,36 @@ def truncation(url: str, prompts: list[str], new: int, ks: list[int]) -> list[di
     return rows
 
 
+def _k_list(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",")]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, found {text!r}")
+    return ks
+
+
+def _set_list(text: str) -> list:
+    sets = [m if m == "bytes" else int(m) if m.isdigit() else m for m in text.split(",")]
+    if any(m not in SETS for m in sets):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of 2, 4, bytes, found {text!r}")
+    return sets
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="few prompts, one repeat: seconds")
-    ap.add_argument("--k", type=int, default=6, help="speculate=k (default 6)")
+    ap.add_argument(
+        "--k", type=_k_list, default="6,12,24", help="speculate=k values, comma-separated (default 6,12,24)"
+    )
+    ap.add_argument(
+        "--sets",
+        type=_set_list,
+        default="2,4,bytes",
+        help="member sets of the speculative part (default 2,4,bytes)",
+    )
+    ap.add_argument("--local-only", action="store_true", help="only the speculative vs plain local part")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -154,9 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     n_prompts, repeats, new = (4, 1, 8) if args.smoke else (32, 5, zoo.MAX_NEW_TOKENS)
     prompts = [q.prompt for q in eval_set()][:n_prompts]
     results: dict = {"smoke": args.smoke, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    ks, sets = args.k, args.sets
     results["speculative"] = [
-        speculative(prompts, m, b, args.k, new, repeats) for m in (2, 4, "bytes") for b in (1, 8)
+        row for m in sets for b in (1, 8) for row in speculative(prompts, m, b, ks, new, repeats)
     ]
+    if not args.local_only:
+        _remote_parts(results, prompts, ks, new, args.smoke)
+    _print(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+def _remote_parts(results: dict, prompts: list[str], ks: list[int], new: int, smoke: bool) -> None:
+    """Remote members over ``lmfuse serve`` vs local, and top-K truncation (into ``results``)."""
     from lmfuse.serve.testing import start_server
 
     cfg = {
@@ -165,14 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         "models": {n: {"method": "single", "backend": n} for n in ["base", "add", "generalist"]},
     }
     with start_server(cfg) as url:  # one server, one HTTP endpoint per served model
-        results["remote"] = [r for b in (1, 8) for r in remote(url, prompts, b, args.k, new, FULL_K)]
-        ks = [FULL_K] if args.smoke else [1, 2, 5, 20, FULL_K]
-        results["truncation"] = truncation(url, prompts, new, ks)
-    _print(results)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0
+        results["remote"] = [r for b in (1, 8) for r in remote(url, prompts, b, ks, new, FULL_K)]
+        top_ks = [FULL_K] if smoke else [1, 2, 5, 20, FULL_K]
+        results["truncation"] = truncation(url, prompts, new, top_ks)
 
 
 def _print(r: dict) -> None:
@@ -181,11 +229,11 @@ def _print(r: dict) -> None:
         aligned = " (byte-aligned)" if s["byte_aligned"] else ""
         print(
             f"  {s['names']}{aligned}, batch {s['batch']}, k={s['k']}: plain {s['plain_tok_s']:.0f} tok/s, "
-            f"speculative {s['spec_tok_s']:.0f} tok/s, ratio {s['ratio']:.2f}x, "
+            f"speculative {s['spec_tok_s']:.0f} tok/s, ratio {s['ratio']:.2f}x (CPU time {s['cpu_ratio']:.2f}x), "
             f"mean accepted {s['mean_accepted']:.2f}"
         )
     print("remote (lmfuse serve on 127.0.0.1) vs local, 2 members (identical text):")
-    for s in r["remote"]:
+    for s in r.get("remote", []):
         print(
             f"  speculate={s['speculate']}, batch {s['batch']}: {s['calls_per_token']:.2f} HTTP calls per "
             f"token ({s['calls_per_token_per_member']:.2f} per member), {s['remote_ms_per_token']:.1f} ms/token "
@@ -198,7 +246,7 @@ def _print(r: dict) -> None:
             )
         )
     print("top-K truncation: remote with K log-probs per call vs local (K=5000 covers the vocabulary):")
-    for s in r["truncation"]:
+    for s in r.get("truncation", []):
         diff = s["mean_abs_logprob_diff"]
         print(
             f"  {s['members']}, K={s['K']}: same text {s['same_text']:.0%}, mean |delta logprob| of committed "

@@ -31,13 +31,15 @@ def test_serving_benchmark_smoke(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "r.json"
-    assert bench.main(["--smoke", "--json", str(out)]) == 0
+    assert bench.main(["--smoke", "--k", "2,6", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert [(s["members"], s["batch"]) for s in r["speculative"]] == [
-        (2, 1), (2, 8), (4, 1), (4, 8), ("bytes", 1), ("bytes", 8)
-    ]  # fmt: skip
-    assert [s["byte_aligned"] for s in r["speculative"]] == [False] * 4 + [True] * 2
+    assert [(s["members"], s["batch"], s["k"]) for s in r["speculative"]] == [
+        (m, b, k) for m in (2, 4, "bytes") for b in (1, 8) for k in (2, 6)
+    ]
+    assert [s["byte_aligned"] for s in r["speculative"]] == [False] * 8 + [True] * 4
     assert all(s["identical"] and 1 <= s["mean_accepted"] <= s["k"] for s in r["speculative"])
-    assert [s["speculate"] for s in r["remote"]] == [0, 6, 0, 6] and all(s["identical"] for s in r["remote"])
+    assert [s["speculate"] for s in r["remote"]] == [0, 2, 6, 0, 2, 6] and all(
+        s["identical"] for s in r["remote"]
+    )
     assert all(s["same_text"] == 1.0 for s in r["truncation"] if s["K"] == 5000)  # full K: exact
     assert "HTTP calls per token" in capsys.readouterr().out
