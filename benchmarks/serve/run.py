@@ -12,10 +12,18 @@ member latency, minus the members' measured latency under the same load (side by
 request: end-to-end minus the slowest member call that request made (from the response's ``lmfuse``
 field). CPU per request of each process (``/proc/PID/stat``) says where the machine's time went.
 
+Two baselines run side by side with the same harness, before the vote phase: the same clients hit
+member 0 alone, and the **fan-out baseline**: each request makes the three member calls itself, at once,
+and ends when all have answered (ideal fusion at zero cost, no lmfuse in between); its p50/p99 minus the
+member latency is the harness's own queueing on this machine, and the vote model's p50/p99 minus the
+fan-out's is lmfuse's overhead over it. ``--sweep 8,16,32,64`` (before everything else, all members up):
+at each client count the fan-out baseline and the vote model for ``--sweep-seconds`` each, with CPU per
+request of the generator, the members and the lmfuse server: where the machine saturates.
+
 Part 2, ``mixed``: ``lmfuse serve`` over ``zoo:add``; concurrent greedy and sampled (temperature 50)
 ``/v1/completions`` requests; every greedy reply must equal the reference greedy text (issue 15 item 4).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py            # ~1 min
+    PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py            # ~2.5 min
     PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py --smoke    # seconds, run by tests
 """
 
