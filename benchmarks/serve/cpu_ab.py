@@ -6,7 +6,7 @@ load hits them alike) driving ``--clients`` keep-alive clients at the ``vote3`` 
 CPU per request of each server from ``/proc/PID/stat``; median over ``--rounds``. ``--profile OUT``: one
 more turn of the first tree under ``py-spy record --format raw`` (py-spy on PATH or ``--py-spy``).
 
-    git archive HEAD~1 src | tar -x -C /tmp/before      # the tree to compare with
+    mkdir -p /tmp/before && git archive HEAD~1 src | tar -x -C /tmp/before   # the tree to compare with
     PYTHONPATH=src .venv/bin/python benchmarks/serve/cpu_ab.py /tmp/before/src src --rounds 6
 """
 
