@@ -12,7 +12,7 @@ from lmfuse.backends import BackendConfig, build_backend
 from lmfuse.backends.base import Request
 from lmfuse.backends.hf import HFBackend
 from lmfuse.core import loading
-from lmfuse.errors import CheckpointError
+from lmfuse.errors import CheckpointError, IncompatibleModelsError
 from lmfuse.moe.build import build_moe
 from lmfuse.moe.prompt import ROUTER_CONFIG, PromptRoutedMoE
 from lmfuse.moe.recipe import BuildRecipe, ExpertSpec
@@ -94,6 +94,9 @@ def test_token_level_ensemble_refuses_a_prompt_routed_member(prompt_moe, llama_f
     with pytest.raises(CheckpointError, match=ROUTER_CONFIG):
         load_member(str(prompt_moe), dtype="float32")
     assert load_member(str(llama_family[0]), dtype="float32")  # a plain checkpoint still loads
+    prm = PromptRoutedMoE.from_pretrained(prompt_moe, dtype="float32")
+    with pytest.raises(IncompatibleModelsError, match="prompt-routed"):  # loaded in-process, passed as a pair
+        load_member((prm, loading.load_tokenizer(prompt_moe)))
 
 
 def test_core_knows_the_file_the_moe_writes():
