@@ -25,7 +25,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import member_config, start  # noqa: E402
+from run import start  # noqa: E402
+
+
+def member_config(reply: str, latency: float) -> str:
+    """``lmfuse serve`` over a scripted backend answering ``reply`` after ``latency`` seconds."""
+    return (f"backends:\n  s: {{kind: scripted, replies: {{m: {json.dumps(reply)}}}, delay: {latency}}}\n"
+            "models:\n  m: {method: single, backend: s}\n"
+            "server: {limits: {max_concurrency: 1024, max_queue: 4096}}\n")  # fmt: skip
+
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "What is 6*7?"}], "max_tokens": 16}
 Call = Callable[[], Awaitable[str]]

@@ -125,11 +125,15 @@ class _Client(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("connection closed before the response"))
 
-    async def request(self, data: bytes) -> tuple[int, bytes]:
+    def send(self, data: bytes) -> asyncio.Future:
+        """Write one request; the future gets ``(status, body)`` of its response."""
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
-        return await self.waiter
+        return self.waiter
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        return await self.send(data)
 
 
 def chat_request(host: str, port: int, model: str, messages: list[dict]) -> bytes:
@@ -158,43 +162,83 @@ def classify(status: int, body: bytes, rec: dict) -> None:
         rec["kind"] = "lost"
 
 
-async def drive(
-    url: str, model: str, clients: int, seconds: float, messages: list[dict], on_time=None
-) -> list[dict]:
-    """``clients`` concurrent loops, each on its own keep-alive connection, sending one chat request
-    after another for ``seconds``; one record per request (``t``, ``latency``, ``kind``, ...)."""
-    hostport = url.split("//", 1)[1].split("/", 1)[0]
-    host, port = hostport.rsplit(":", 1)
-    data = chat_request(host, int(port), model, messages)
+def _hostport(url: str) -> tuple[str, int]:
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    return host, int(port)
+
+
+async def _clients(urls: list[str], clients: int, seconds: float, exchange, on_time=None) -> list[dict]:
+    """``clients`` concurrent loops, each with one keep-alive connection to every URL in ``urls``,
+    calling ``exchange(conns, rec)`` one request after another for ``seconds``; one record each."""
     loop = asyncio.get_running_loop()
+    where = [_hostport(u) for u in urls]
     records: list[dict] = []
     end = time.perf_counter() + seconds
 
     async def one_client() -> None:
-        conn: _Client | None = None
+        conns: list[_Client] = []
         while (t0 := time.perf_counter()) < end:
             rec: dict = {"t": t0}
             try:
-                if conn is None or conn.transport is None:
-                    _, conn = await loop.create_connection(_Client, host, int(port))
-                status, body = await asyncio.wait_for(conn.request(data), 30)
+                if len(conns) < len(where) or any(c.transport is None for c in conns):
+                    _close(conns)
+                    conns = [(await loop.create_connection(_Client, h, p))[1] for h, p in where]
+                async with asyncio.timeout(30):
+                    await exchange(conns, rec)
                 rec["latency"] = time.perf_counter() - t0
-                classify(status, body, rec)
             except Exception as exc:  # a request with no clear outcome
                 rec["kind"], rec["exc"] = "lost", type(exc).__name__
                 rec["latency"] = time.perf_counter() - t0
-                if conn is not None and conn.transport is not None:
-                    conn.transport.close()
-                conn = None
+                _close(conns)
+                conns = []
             records.append(rec)
-        if conn is not None and conn.transport is not None:
-            conn.transport.close()
+        _close(conns)
 
     tasks = [asyncio.ensure_future(one_client()) for _ in range(clients)]
     if on_time is not None:
         await on_time()
     await asyncio.gather(*tasks)
     return records
+
+
+def _close(conns: list[_Client]) -> None:
+    for c in conns:
+        if c.transport is not None:
+            c.transport.close()
+
+
+async def drive(
+    url: str, model: str, clients: int, seconds: float, messages: list[dict], on_time=None
+) -> list[dict]:
+    """``clients`` concurrent keep-alive clients sending one chat request to ``url`` after another for
+    ``seconds``; one record per request (``t``, ``latency``, ``kind``, ...)."""
+    data = chat_request(*_hostport(url), model, messages)
+
+    async def exchange(conns: list[_Client], rec: dict) -> None:
+        status, body = await conns[0].request(data)
+        classify(status, body, rec)
+
+    return await _clients([url], clients, seconds, exchange, on_time)
+
+
+async def drive_fanout(
+    urls: list[str], model: str, clients: int, seconds: float, messages: list[dict]
+) -> list[dict]:
+    """The ideal fusion at zero cost, as a baseline: each "request" sends the chat request to every
+    member in ``urls`` at once (one connection each) and ends when all have answered. ``kind`` is
+    ``answer`` when every member answered."""
+    datas = [chat_request(*_hostport(u), model, messages) for u in urls]
+
+    async def exchange(conns: list[_Client], rec: dict) -> None:
+        futures = [c.send(d) for c, d in zip(conns, datas, strict=True)]
+        kinds = []
+        for f in futures:
+            one: dict = {}
+            classify(*(await f), one)
+            kinds.append(one["kind"])
+        rec["kind"] = "answer" if all(k == "answer" for k in kinds) else "lost"
+
+    return await _clients(urls, clients, seconds, exchange)
 
 
 def run(coro) -> object:

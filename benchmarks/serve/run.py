@@ -12,10 +12,18 @@ member latency, minus the members' measured latency under the same load (side by
 request: end-to-end minus the slowest member call that request made (from the response's ``lmfuse``
 field). CPU per request of each process (``/proc/PID/stat``) says where the machine's time went.
 
+Two baselines run side by side with the same harness, before the vote phase: the same clients hit
+member 0 alone, and the **fan-out baseline**: each request makes the three member calls itself, at once,
+and ends when all have answered (ideal fusion at zero cost, no lmfuse in between); its p50/p99 minus the
+member latency is the harness's own queueing on this machine, and the vote model's p50/p99 minus the
+fan-out's is lmfuse's overhead over it. ``--sweep 8,16,32,64`` (before everything else, all members up):
+at each client count the fan-out baseline and the vote model for ``--sweep-seconds`` each, with CPU per
+request of the generator, the members and the lmfuse server: where the machine saturates.
+
 Part 2, ``mixed``: ``lmfuse serve`` over ``zoo:add``; concurrent greedy and sampled (temperature 50)
 ``/v1/completions`` requests; every greedy reply must equal the reference greedy text (issue 15 item 4).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py            # ~1 min
+    PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py            # ~2.5 min
     PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py --smoke    # seconds, run by tests
 """
 
@@ -101,6 +109,11 @@ def drive(url: str, model: str, clients: int, seconds: float, on_time=None) -> l
     return lean.run(lean.drive(url, model, clients, seconds, USER, on_time))  # type: ignore[return-value]
 
 
+def fanout(urls: list[str], clients: int, seconds: float) -> list[dict]:
+    """The no-lmfuse baseline: each request calls every member itself, at once (``lean.drive_fanout``)."""
+    return lean.run(lean.drive_fanout(urls, "m", clients, seconds, USER))  # type: ignore[return-value]
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -137,8 +150,11 @@ def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
         ready(fused, "lmfuse serve")
         for u, model in [*((u, "m") for _, u in members), (url, "vote3")]:  # warm up (imports, connections)
             drive(u, model, 4, args.warmup)
+        sweep = sweep_part(args, [u for _, u in members], url, procs) if args.sweep else None
         cpu0 = _cpu(procs)
         base = drive(members[0][1], "m", args.clients, args.baseline_seconds)
+        cpu_fan = _cpu(procs)
+        fan = fanout([u for _, u in members], args.clients, args.baseline_seconds)
         cpu_base = _cpu(procs)
         killed_at: list[float] = []
 
@@ -163,19 +179,59 @@ def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
     direct = summarize(base, args.baseline_seconds)
     out = {"member_latency_ms": 1000 * args.latency, "clients": args.clients, "seconds": args.seconds,
            "load_average": os.getloadavg(),
-           "direct_member": direct, "vote": summarize(recs, wall),
+           "direct_member": direct, "fanout_baseline": summarize(fan, args.baseline_seconds),
+           "vote": summarize(recs, wall),
            "vote_before_kill": summarize(before, k - t0), "vote_after_kill": summarize(after, t0 + wall - k - args.settle),
            "after_kill_answers_with_a_failed_member": sum(r.get("failed_members", 0) > 0 for r in after)}  # fmt: skip
     started_before_kill = [r for r in recs if r["t"] < k]
     out["cpu_ms_per_request"] = _cpu_per_request(procs, cpu0, cpu_base, cpu_kill, cpu_end, len(base),
                                                  len(started_before_kill), len(recs))  # fmt: skip
-    v, d = out["vote_before_kill"], direct
-    if v["p50_ms"] is not None and d["p50_ms"] is not None:
-        out["overhead_vs_nominal_ms"] = {"p50": round(v["p50_ms"] - 1000 * args.latency, 2),
-                                         "p99": round(v["p99_ms"] - 1000 * args.latency, 2)}  # fmt: skip
-        out["overhead_vs_direct_member_ms"] = {"p50": round(v["p50_ms"] - d["p50_ms"], 2),
-                                               "p99": round(v["p99_ms"] - d["p99_ms"], 2)}  # fmt: skip
+    out["cpu_ms_per_request"]["fanout_baseline"] = _cpu_ms(procs, cpu_fan, cpu_base, len(fan))
+    v = out["vote_before_kill"]
+    out["overhead_vs_nominal_ms"] = _minus(v, None, args.latency)
+    out["overhead_vs_direct_member_ms"] = _minus(v, direct)
+    out["overhead_vs_fanout_baseline_ms"] = _minus(v, out["fanout_baseline"])
+    out["fanout_queueing_ms"] = _minus(out["fanout_baseline"], None, args.latency)
+    if sweep is not None:
+        out["sweep"] = sweep
     return out
+
+
+def _minus(a: dict, b: dict | None, nominal: float = 0.0) -> dict | None:
+    """p50 and p99 of summary ``a`` minus those of ``b`` (or minus ``nominal`` seconds)."""
+    if a["p50_ms"] is None or (b is not None and b["p50_ms"] is None):
+        return None
+    sub = {q: b[f"{q}_ms"] if b is not None else 1000 * nominal for q in ("p50", "p99")}
+    return {q: round(a[f"{q}_ms"] - sub[q], 2) for q in ("p50", "p99")}
+
+
+def sweep_part(args: argparse.Namespace, urls: list[str], url: str, procs: list) -> list[dict]:
+    """At each client count, the no-lmfuse fan-out baseline and the vote model, one after the other
+    for ``--sweep-seconds`` each (all members up): where the machine saturates, and who spends the CPU."""
+    rows = []
+    for clients in args.sweep:
+        row: dict = {"clients": clients}
+        for name, go in (("fanout_baseline", lambda c=clients: fanout(urls, c, args.sweep_seconds)),
+                         ("vote", lambda c=clients: drive(url, "vote3", c, args.sweep_seconds))):  # fmt: skip
+            before = _cpu(procs)
+            recs = go()
+            row[name] = {
+                **summarize(recs, args.sweep_seconds),
+                "cpu_ms_per_request": _cpu_ms(procs, before, _cpu(procs), len(recs)),
+            }
+        row["overhead_vs_fanout_ms"] = _minus(row["vote"], row["fanout_baseline"])
+        row["vote_overhead_vs_nominal_ms"] = _minus(row["vote"], None, args.latency)
+        rows.append(row)
+    return rows
+
+
+def _cpu_ms(procs: list, a: dict, b: dict, n: int) -> dict | None:
+    """CPU ms per request between snapshots ``a`` and ``b``: generator, members (summed), lmfuse server."""
+    if not n:
+        return None
+    ms = lambda pid: round(1000 * (b[pid] - a[pid]) / n, 3)  # noqa: E731
+    return {"generator": ms(0), "members": round(sum(ms(p.pid) for p in procs[:3]), 3),
+            "lmfuse_server": ms(procs[3].pid)}  # fmt: skip
 
 
 def _cpu(procs: list[subprocess.Popen]) -> dict:
@@ -246,12 +302,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mixed-requests", type=int, default=128)
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up traffic per server")
     ap.add_argument("--settle", type=float, default=1.0, help="after the kill, seconds before 'after kill'")
+    ap.add_argument("--sweep", default="8,16,32,64",
+                    help="client counts of the sweep (fan-out baseline and vote at each), '' for none")  # fmt: skip
+    ap.add_argument("--sweep-seconds", type=float, default=4.0)
     ap.add_argument("--parts", default="vote,mixed")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.smoke:
         args.clients, args.seconds, args.baseline_seconds, args.mixed_requests = 8, 4.0, 1.0, 24
         args.kill_at, args.warmup, args.settle = 0.25, 0.3, 0.5
+        args.sweep, args.sweep_seconds = "2,8", 0.5
+    args.sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
     report: dict = {"command": " ".join(["benchmarks/serve/run.py", *(argv or sys.argv[1:])])}
     with tempfile.TemporaryDirectory() as tmp:
         if "vote" in args.parts:

@@ -50,3 +50,9 @@ def test_load_test_smoke_loses_nothing(tmp_path):
     assert vote["vote"]["lost"] == 0 and vote["direct_member"]["lost"] == 0
     assert vote["vote"]["answer"] > 0 and vote["vote_after_kill"]["answer"] > 0  # quorum answers keep flowing
     assert vote["after_kill_answers_with_a_failed_member"] == vote["vote_after_kill"]["answer"]
+    # the no-lmfuse baseline (each request calls the three members itself) and the client-count sweep
+    assert vote["fanout_baseline"]["lost"] == 0 and vote["fanout_baseline"]["answer"] > 0
+    assert [row["clients"] for row in vote["sweep"]] == [2, 8]
+    for row in vote["sweep"]:
+        assert row["vote"]["lost"] == 0 and row["fanout_baseline"]["lost"] == 0
+        assert row["vote"]["cpu_ms_per_request"]["lmfuse_server"] > 0  # the server did the fusing

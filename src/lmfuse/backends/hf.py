@@ -99,7 +99,8 @@ class HFBackend:
         device: str = "cpu",
     ) -> None:
         if model is None or tokenizer is None:
-            from lmfuse.core.loading import load_model_and_tokenizer
+            # plain checkpoints, and prompt-routed MoEs as the routed model (core refuses those)
+            from lmfuse.moe.prompt import load_model_and_tokenizer
 
             model, tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, device=device)
         self.model, self.tokenizer = model, tokenizer

@@ -18,8 +18,11 @@ def token_logprobs(
     import torch
 
     ids = list(prompt_ids) + list(new_ids)
+    kwargs: dict[str, Any] = {}
+    if callable(getattr(model, "route", None)):  # routed once per prompt (PromptRoutedMoE): as generated
+        kwargs["routing"] = model.route(torch.tensor([list(prompt_ids)], device=model.device))
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0]  # (seq, vocab)
+        logits = model(input_ids=torch.tensor([ids], device=model.device), **kwargs).logits[0]  # (seq, vocab)
     logp = torch.log_softmax(logits.float(), dim=-1)
     first = 0 if echo else len(prompt_ids)
     out = TokenLogprobs([], [], [], [])

@@ -146,13 +146,35 @@ def _plain_tokenizers_backend(directory: Path) -> bool:
     return cls in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
+COMPANION_FILES = {
+    "prompt_router.json": (
+        "a prompt-routed MoE (one routing decision per prompt, lmfuse.moe.prompt): transformers alone "
+        "would load it with its token-level gates, which is another model. Load it with "
+        "lmfuse.moe.PromptRoutedMoE.from_pretrained or lmfuse.moe.prompt.load_model_and_tokenizer, or "
+        "use it as an `hf` backend (exchange, vote, `lmfuse serve` single/vote/moa/eot); the token-level "
+        "ensemble steps the model itself and cannot route by prompt"
+    ),
+}
+"""Files that lmfuse methods write beside a transformers checkpoint and that change what the model is:
+file name → what such a directory holds and how to load it. ``load_model`` refuses these directories
+(``plain=True``: a loader that wraps the bare transformers model itself)."""
+
+
+def _refuse_companions(directory: Path) -> None:
+    for name, what in COMPANION_FILES.items():
+        if (directory / name).is_file():
+            raise CheckpointError(f"{directory} has {name}: {what}")
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     dtype: str | torch.dtype | None = "auto",
     device: str | torch.device | None = "cpu",
+    plain: bool = False,
     **kwargs: Any,
 ):
-    """Load a causal LM in eval mode on ``device`` (``"auto"``: CUDA if present)."""
+    """Load a causal LM in eval mode on ``device`` (``"auto"``: CUDA if present). A directory with one
+    of ``COMPANION_FILES`` is refused unless ``plain`` (the bare transformers model, on purpose)."""
     from transformers import AutoModelForCausalLM
 
     text = resolve_model_path(name_or_path)
@@ -160,6 +182,8 @@ def load_model(
         raise _not_found(text, FileNotFoundError(text))
     if _is_local(text):
         _check_json(Path(text).expanduser(), "config.json")
+        if not plain:
+            _refuse_companions(Path(text).expanduser())
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(Path(text).expanduser()) if _is_local(text) else text, dtype=resolve_dtype(dtype), **kwargs

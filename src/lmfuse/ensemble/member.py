@@ -53,6 +53,12 @@ def eos_ids_of(model, tokenizer) -> set[int]:
 
 def make_member(model, tokenizer, name: str) -> Member:
     """Wrap a loaded ``(model, tokenizer)``; checks the output head covers the tokenizer."""
+    if callable(getattr(model, "route", None)):  # a PromptRoutedMoE: one routing decision per prompt
+        raise IncompatibleModelsError(
+            f"member {name}: a prompt-routed MoE; the token-level ensemble steps the model token by token "
+            "and cannot route by prompt: use it in a text fusion (vote, moa, eot) through an `hf` "
+            "backend, or pass its transformers model (`.model`, token-level gates) to ensemble that on purpose"
+        )
     out = model.get_output_embeddings()
     head = out.weight.shape[0] if out is not None else int(model.config.vocab_size)
     n_tok = len(tokenizer)

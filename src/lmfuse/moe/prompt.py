@@ -241,7 +241,7 @@ class PromptRoutedMoE:
 
         directory = Path(resolve_model_path(name_or_path))
         weight, k = read_router(directory)
-        return cls(load_model(directory, dtype=dtype, device=device), weight, k)
+        return cls(load_model(directory, dtype=dtype, device=device, plain=True), weight, k)
 
 
 def _num_experts(model) -> int:

@@ -103,7 +103,7 @@ def moe_train(
     if isinstance(model, str | Path):
         carried = Path(model) if is_prompt_routed(model) else None
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
-        model = load_model(model, dtype=config.dtype, device="cpu")
+        model = load_model(model, dtype=config.dtype, device="cpu", plain=True)  # routed by prompt below
     try:
         moe_blocks(model)
     except ValueError as exc:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from typing import Any
 
 from lmfuse.backends.base import TokenLogprobs
 from lmfuse.serve.fusion import Choice, Outcome
 
+_ID_BASE = int.from_bytes(os.urandom(12), "big")
+_ID_COUNT = itertools.count()
+
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+    """A response id unique within this server's life and across servers (a random 96-bit start,
+    counted up): ``chatcmpl-`` + 24 hex digits. Ids identify, they guard nothing."""
+    return f"{prefix}-{(_ID_BASE + next(_ID_COUNT)) & (1 << 96) - 1:024x}"
 
 
 def error_body(message: str, kind: str, status: int) -> dict[str, Any]:

@@ -130,10 +130,15 @@ def _distinct(group: list[str]) -> tuple[list[str], np.ndarray]:
     return list(position), inverse
 
 
-def _expand(sim: Similarity, uniques: list[list[str]], inverses: list[np.ndarray]) -> list[np.ndarray]:
-    """Matrices over distinct texts → over all candidates; checked for shape and finiteness."""
+def _expand(
+    sim: Similarity, uniques: list[list[str]], inverses: list[np.ndarray], given: list | None = None
+) -> list[np.ndarray]:
+    """Matrices over distinct texts (``given``, else ``sim``'s) → over all candidates; checked for shape
+    and finiteness."""
     out = []
-    for m, texts, inv in zip(sim.matrices(uniques), uniques, inverses, strict=True):
+    for m, texts, inv in zip(
+        given if given is not None else sim.matrices(uniques), uniques, inverses, strict=True
+    ):
         m = np.asarray(m, dtype=np.float64)
         if m.shape != (len(texts), len(texts)):
             raise ConfigError(f"similarity {sim.name!r} returned shape {m.shape} for {len(texts)} texts")
@@ -237,13 +242,19 @@ def vote_batch(
                 )
                 bar.update(len(chunk))
                 continue
-            per_sim = [_expand(s, uniques, inverses) for s in sims]
+            # the answers of each distinct text, extracted once: for the matrix and for the result
+            first = answer_sims[0] if answer_sims else None
+            found = [first.answers(u) for u in uniques] if first is not None else []
+            per_sim = [
+                _expand(s, uniques, inverses, [s.matrix_of(a) for a in found] if s is first else None)
+                for s in sims
+            ]
             for q, group in enumerate(chunk):
                 mats = [m[q] for m in per_sim]
                 single = len(sims) == 1 and method == "none"
                 matrix = mats[0] if single else combine(mats, sim_weights, method)
                 components = {s.name: m for s, m in zip(sims, mats, strict=True)} if len(sims) > 1 else {}
-                answers = answer_sims[0].answers(group) if answer_sims else None
+                answers = [found[q][i] for i in inverses[q]] if first is not None else None
                 cw = candidate_weights[start + q] if candidate_weights is not None else None
                 where = "candidate weights" + (f" of question {start + q}" if len(candidate_sets) > 1 else "")
                 cand_w = _check_weights(cw, len(group), where)

@@ -113,7 +113,11 @@ class AnswerMatch(Similarity):
         return [self.extract(t) for t in texts]
 
     def matrix(self, texts: Sequence[str]) -> np.ndarray:
-        return equality_matrix(self.answers(texts))
+        return self.matrix_of(self.answers(texts))
+
+    def matrix_of(self, answers: Sequence[str | None]) -> np.ndarray:
+        """The matrix of texts whose answers are already extracted (``matrix`` = ``matrix_of(answers(texts))``)."""
+        return equality_matrix(answers)
 
 
 class Pairwise(Similarity):
