@@ -83,4 +83,4 @@ def moa_rows(ctx: DemoContext) -> list[DemoRow]:
         f"chosen on the validation split: {{calls:.1f}} calls/question"
     )
     row, calls = _fusion_row(ctx, "exchange: MoA (zoo members)", moa, fused, note)
-    return [row, _baseline_row(ctx, fused, calls, "MoA")]
+    return [row, _baseline_row(ctx, fused, calls, f"MoA, of its {len(fused)} members")]
