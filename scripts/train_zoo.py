@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM
 
 from lmfuse import testing, zoo
 from lmfuse.core.loading import load_model_and_tokenizer
-from lmfuse.zoo.questions import OPS, held_out_pairs, sample_question
+from lmfuse.zoo.questions import OPS, VALIDATION_PER_OP, sample_question, validation_set
 from lmfuse.zoo.training_data import ExampleStream
 
 MIX_ALL = {"add": 1 / 3, "sub": 1 / 3, "mul": 1 / 3}
@@ -37,8 +37,7 @@ BPE_VOCAB = 400  # 256 bytes + 4 specials + 140 merges (digit pairs, " so ", "Q:
 PEER_SHARE = 0.5  # share of training prompts that show other solutions first
 SPECIALIST_MIX = 1.0  # share of a specialist's fine-tuning data on its own operation
 
-CHECK_EVERY = 40  # steps between two validation checks
-VALIDATION_PER_OP = 60
+CHECK_EVERY = 40  # steps between two validation checks (on lmfuse.zoo.validation_set, 60 per op)
 # name: (architecture, seed, max steps, lr, mix, (stop when this op's or "all" validation accuracy >= x)).
 # A member trains until it reaches its target, so the zoo stays a playground with errors to fix, not a set
 # of perfect models (trained to the end, base and generalist pass 0.95). Specialists: MLP-only of base.
@@ -96,20 +95,6 @@ class Batches:
         for i, (r, y) in enumerate(zip(rows, labels, strict=True)):
             ids[i, : len(r)], lab[i, : len(y)], mask[i, : len(r)] = torch.tensor(r), torch.tensor(y), 1
         return {"input_ids": ids, "attention_mask": mask, "labels": lab}
-
-
-def validation_set(per_op: int = VALIDATION_PER_OP, seed: int = 7) -> list[zoo.Question]:
-    """Distinct questions per operation for the stopping rule, never a held-out one; excluded from training
-    too (multiplication has only 1,000 questions: a trained-on set would measure memory, not skill)."""
-    rng, held, out = random.Random(f"zoo-validation-{seed}"), held_out_pairs(), []
-    for op in OPS:
-        seen: set[tuple[int, int]] = set()
-        while len(seen) < per_op:
-            q = sample_question(op, rng)
-            if (q.op, q.a, q.b) not in held and (q.a, q.b) not in seen:
-                seen.add((q.a, q.b))
-                out.append(q)
-    return out
 
 
 def train(model, tok, batches: Batches, steps: int, lr: float, target: tuple[str, float], desc: str) -> dict:

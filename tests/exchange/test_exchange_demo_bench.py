@@ -10,6 +10,7 @@ import pytest
 
 from lmfuse import zoo
 from lmfuse.demo import DemoContext
+from lmfuse.exchange import demo
 from lmfuse.exchange.consensus import majority
 from lmfuse.exchange.demo import demo_rows
 from lmfuse.exchange.zoo_agents import solve_all, zoo_eot
@@ -53,8 +54,11 @@ def test_demo_rows(ctx):
     assert all(0.0 <= v <= 1.0 for r in rows for v in r.accuracy.values())
     assert all(set(r.accuracy) == {"all", "add", "sub", "mul"} for r in rows)
     assert "calls/question" in rows[0].note and rows[0].fuses == tuple(zoo.names())
-    # MoA: 5 proposers and one aggregator, 6 calls; its baseline spends 6 samples
-    assert "6.0 calls/question" in rows[2].note and rows[3].name == "majority of 6 sampled"
+    # MoA (configured on the validation split): layers x proposers + the aggregator; the baseline spends
+    # as many samples of the same members
+    calls = demo.MOA_LAYERS * len(demo.MOA_PROPOSERS) + 1
+    assert f"{calls:.1f} calls/question" in rows[2].note and rows[3].name == f"majority of {calls} sampled"
+    assert set(rows[2].fuses) == {*demo.MOA_PROPOSERS, demo.MOA_AGGREGATOR}
 
 
 def test_same_budget_baseline_is_a_majority_of_that_many_samples(ctx):

@@ -53,6 +53,7 @@ def test_demo_rows_on_the_zoo():
     assert [r.name for r in rows] == names
     for row in rows:
         assert set(row.accuracy) == {"all", *zoo.SPECIALISTS}
+        assert row.fuses == zoo.SPECIALISTS and row.below.startswith("loses ")  # compared like every row
         assert all(0.0 <= v <= 1.0 for v in row.accuracy.values())
     for row in rows[1:]:
         first, last = (float(x.split(";")[0]) for x in row.note.split("loss ")[1].split(" -> "))

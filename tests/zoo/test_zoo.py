@@ -1,3 +1,4 @@
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -5,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lmfuse import zoo
-from lmfuse.errors import ModelNotFoundError
+from lmfuse.errors import ConfigError, ModelNotFoundError
 from lmfuse.vote.extract import extract_number
 from lmfuse.zoo.questions import OPS, Question, held_out_pairs, solution
 
@@ -113,3 +114,19 @@ def test_specialists_are_measurably_different(measured):
         # best of all members too; the generalist (another model, trained on everything) may come close
         assert round(100 * (own - measured["generalist"].per_op[op])) >= 10, f"{op} specialist vs generalist"
         assert min(measured[op].per_op.values()) < 0.6, f"{op} specialist should not be good at everything"
+
+
+def test_validation_set_is_fixed_balanced_and_disjoint_from_the_held_out_set():
+    val = zoo.validation_set()
+    assert val == zoo.validation_set()
+    assert len(val) == 180 and len({q.id for q in val}) == 180
+    for op in OPS:
+        mine = [(q.a, q.b) for q in val if q.op == op]
+        assert len(mine) == len(set(mine)) == 60
+    assert not {(q.op, q.a, q.b) for q in val} & held_out_pairs()
+    # the committed zoo was trained with exactly these questions excluded, in this order (its stopping
+    # rule read them): the digest of the list scripts/train_zoo.py built before the move into the package
+    digest = hashlib.sha256(json.dumps([[q.op, q.a, q.b] for q in val]).encode()).hexdigest()[:16]
+    assert digest == "5150ae1dba3cb3f2"
+    with pytest.raises(ConfigError, match="per_op"):
+        zoo.validation_set(0)

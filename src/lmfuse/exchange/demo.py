@@ -17,7 +17,12 @@ from lmfuse.exchange.zoo_agents import solve_all, zoo_eot, zoo_moa
 from lmfuse.vote.demo import sampled_majority
 
 EOT_ROUNDS = 3
-MOA_LAYERS = 1
+# MoA: chosen on the zoo's validation split (``lmfuse.zoo.validation_set``), never on the held-out set,
+# by ``benchmarks/demo/moa_selection.py`` (its table and pick: ``benchmarks/demo/moa_selection.json``;
+# a test checks that these agree with it). Proposers in zoo order.
+MOA_AGGREGATOR = "base"
+MOA_PROPOSERS = ("base", "add", "generalist")
+MOA_LAYERS = 2
 
 
 def budget(ctx: DemoContext, members: list[str], calls: int) -> dict[str, int]:
@@ -61,9 +66,21 @@ def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     row, calls = _fusion_row(ctx, "exchange: EoT (zoo members)", eot, members, note)
     rows += [row, _baseline_row(ctx, members, calls, "EoT")]
 
-    aggregator = ctx.best_member(members)
-    moa = zoo_moa(members, aggregator, ctx.member, layers=MOA_LAYERS)
-    note = f"{len(members)} proposers x {MOA_LAYERS} layer, aggregator {aggregator}: {{calls:.1f}} calls/question"
-    row, calls = _fusion_row(ctx, "exchange: MoA (zoo members)", moa, members, note)
-    rows += [row, _baseline_row(ctx, members, calls, "MoA")]
+    rows += moa_rows(ctx)
     return rows
+
+
+def moa_rows(ctx: DemoContext) -> list[DemoRow]:
+    """The MoA row (its configuration chosen on the validation split) and its same-budget majority of as
+    many samples of the members it fuses."""
+    proposers = list(MOA_PROPOSERS)
+    fused = list(dict.fromkeys([*proposers, MOA_AGGREGATOR]))
+    ctx.best_member(fused)  # evaluates any member not evaluated yet
+    moa = zoo_moa(proposers, MOA_AGGREGATOR, ctx.member, layers=MOA_LAYERS)
+    layers = f"{MOA_LAYERS} layer{'s' * (MOA_LAYERS > 1)}"
+    note = (
+        f"{len(proposers)} proposers ({', '.join(proposers)}) x {layers}, aggregator {MOA_AGGREGATOR}, "
+        f"chosen on the validation split: {{calls:.1f}} calls/question"
+    )
+    row, calls = _fusion_row(ctx, "exchange: MoA (zoo members)", moa, fused, note)
+    return [row, _baseline_row(ctx, fused, calls, f"MoA, of its {len(fused)} members")]

@@ -1,13 +1,8 @@
 """EoT and MoA over zoo members, in-process: one ``hf`` backend per member (models loaded once, shared).
 
-<<<<<<< HEAD
-Used by the demo and the benchmark. Zoo models are completion models (``Q: 37+48= A:`` ...), so agents
-use the ``qa_lines`` prompt format (peers' answers shown as solved lines before the question).
-=======
 Used by the demo and the benchmark. Zoo models are completion models (``Q: 37+48= A:``, then a
 scratchpad), so agents use the ``qa_lines`` prompt format (peers' answers shown as solved lines before
 the question), which the zoo was trained to read.
->>>>>>> zoo2
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from lmfuse import zoo
-from lmfuse.demo import DemoContext, DemoRow
+from lmfuse.demo import DemoContext, DemoRow, against_best
 from lmfuse.zoo.questions import held_out_pairs
 
 PROMPTS_PER_OP = 8
@@ -64,15 +64,11 @@ def zoo_recipe(prompts: dict[str, list[zoo.Question]], routing: str = "token", k
     )  # fmt: skip
 
 
-def best_specialist(ctx: DemoContext) -> str:
-    """``"best member sub 0.62"``: the strongest expert the MoE fuses, on the demo's questions."""
-    scores = {}
-    for op in zoo.SPECIALISTS:
-        if op not in ctx.results:
-            ctx.results[op] = zoo.evaluate(zoo.hf_generate_fn(*ctx.member(op)), ctx.questions)
-        scores[op] = ctx.results[op].accuracy
-    best = max(scores, key=scores.get)
-    return f"best member {best} {scores[best]:.2f}"
+def _row(ctx: DemoContext, name: str, result: zoo.EvalResult, seconds: float, note: str) -> DemoRow:
+    """A row that fuses the three specialists: ``run_demo`` adds the best of them, and why if below it."""
+    fuses = tuple(zoo.SPECIALISTS)
+    below = against_best(ctx, fuses, result.predictions)
+    return DemoRow(name, result.row(), seconds, note=note, fuses=fuses, below=below)
 
 
 def _examples(per_op: int, seed: int):
@@ -86,16 +82,16 @@ def demo_rows(ctx: DemoContext) -> list[DemoRow]:
     import torch
 
     torch.manual_seed(0)
-    best = best_specialist(ctx)
+    ctx.best_member(zoo.SPECIALISTS)  # evaluates any specialist not evaluated yet, outside the rows' times
     prompts = training_questions(PROMPTS_PER_OP, seed=1)
     with tempfile.TemporaryDirectory(prefix="lmfuse-moe-demo-") as tmp:
-        rows, routed = _token_rows(ctx, prompts, tmp, best)
-        rows.append(_prompt_row(ctx, prompts, tmp, best))
-        rows.append(_btx_row(ctx, *routed, tmp, best))
+        rows, routed = _token_rows(ctx, prompts, tmp)
+        rows.append(_prompt_row(ctx, prompts, tmp))
+        rows.append(_btx_row(ctx, *routed, tmp))
     return rows
 
 
-def _token_rows(ctx: DemoContext, prompts, tmp: str, best: str) -> tuple[list[DemoRow], tuple]:
+def _token_rows(ctx: DemoContext, prompts, tmp: str) -> tuple[list[DemoRow], tuple]:
     """The token-routed build before and after train-router; also ``(model, tokenizer)`` after it."""
     from lmfuse.core.loading import load_model_and_tokenizer
     from lmfuse.moe.build import build_moe
@@ -105,20 +101,20 @@ def _token_rows(ctx: DemoContext, prompts, tmp: str, best: str) -> tuple[list[De
     built = build_moe(zoo_recipe(prompts), f"{tmp}/moe")
     model, tok = load_model_and_tokenizer(built.out, dtype="float32")
     result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
-    note = f"{built.architecture} top-2 of 3, hidden routers; {built.active_params:,}/{built.total_params:,} params active; {best}"
-    rows = [DemoRow("moe add+sub+mul (hidden)", result.row(), time.perf_counter() - start, note=note)]
+    note = f"{built.architecture} top-2 of 3, hidden routers; {built.active_params:,}/{built.total_params:,} params active"
+    rows = [_row(ctx, "moe add+sub+mul (hidden)", result, time.perf_counter() - start, note)]
 
     start = time.perf_counter()
     # the zoo learned answers only (prompt tokens were masked): train the routers the same way
     data = _examples(TRAIN_PER_OP, seed=2)
     trained = train_router(model, tok, data, TrainRouterConfig(steps=TRAIN_STEPS, batch_size=TRAIN_BATCH))
     result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
-    note = f"token routers only, {len(trained.losses)} steps, loss {trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}; {best}"
-    rows.append(DemoRow("moe + train-router", result.row(), time.perf_counter() - start, note=note))
+    note = f"token routers only, {len(trained.losses)} steps, loss {trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}"
+    rows.append(_row(ctx, "moe + train-router", result, time.perf_counter() - start, note))
     return rows, (model, tok)
 
 
-def _prompt_row(ctx: DemoContext, prompts, tmp: str, best: str) -> DemoRow:
+def _prompt_row(ctx: DemoContext, prompts, tmp: str) -> DemoRow:
     from lmfuse.moe.build import build_moe
     from lmfuse.moe.prompt import load_model_and_tokenizer
     from lmfuse.moe.train_prompt_router import train_prompt_router
@@ -132,12 +128,12 @@ def _prompt_row(ctx: DemoContext, prompts, tmp: str, best: str) -> DemoRow:
     result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
     note = (
         f"prompt-level top-1 of 3, router trained on {len(data)} prompts, loss "
-        f"{trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}; {best}"
+        f"{trained.losses[0]:.3f} -> {trained.losses[-1]:.3f}"
     )
-    return DemoRow("moe prompt-routed + train-router", result.row(), time.perf_counter() - start, note=note)
+    return _row(ctx, "moe prompt-routed + train-router", result, time.perf_counter() - start, note)
 
 
-def _btx_row(ctx: DemoContext, model, tok, tmp: str, best: str) -> DemoRow:
+def _btx_row(ctx: DemoContext, model, tok, tmp: str) -> DemoRow:
     """Branch-Train-MiX: the token-routed MoE after train-router, experts and routers fine-tuned together."""
     import json
 
@@ -159,6 +155,6 @@ def _btx_row(ctx: DemoContext, model, tok, tmp: str, best: str) -> DemoRow:
     result = zoo.evaluate(zoo.hf_generate_fn(model, tok), ctx.questions)
     note = (
         f"experts + token routers (attention, embeddings frozen), {BTX_STEPS} steps x {BTX_BATCH}, "
-        f"loss {trained.first_loss:.3f} -> {trained.last_loss:.3f}; {best}"
+        f"loss {trained.first_loss:.3f} -> {trained.last_loss:.3f}"
     )
-    return DemoRow("moe + train-router + moe train", result.row(), time.perf_counter() - start, note=note)
+    return _row(ctx, "moe + train-router + moe train", result, time.perf_counter() - start, note)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lmfuse.errors import ModelNotFoundError
 from lmfuse.zoo.evaluate import MAX_NEW_TOKENS, EvalResult, evaluate, extract_number, hf_generate_fn, score
-from lmfuse.zoo.questions import OPS, Question, eval_set, sample_question
+from lmfuse.zoo.questions import OPS, Question, eval_set, sample_question, validation_set
 
 ROOT = Path(__file__).parent / "models"
 MEMBERS = ("base", "add", "sub", "mul", "generalist")
@@ -44,5 +44,5 @@ def load(name: str, dtype: str = "float32"):
 
 __all__ = [
     "MAX_NEW_TOKENS", "MEMBERS", "OPS", "SPECIALISTS", "EvalResult", "Question", "eval_set", "evaluate", "extract_number",
-    "hf_generate_fn", "load", "names", "path", "sample_question", "score",
+    "hf_generate_fn", "load", "names", "path", "sample_question", "score", "validation_set",
 ]  # fmt: skip

@@ -25,6 +25,8 @@ OPS = ("add", "sub", "mul")
 SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
 EVAL_SEED = 20261128
 EVAL_PER_OP = 100
+VALIDATION_PER_OP = 60
+VALIDATION_SEED = 7
 
 
 @dataclass(frozen=True)
@@ -133,3 +135,25 @@ def eval_set(per_op: int = EVAL_PER_OP, ops: tuple[str, ...] = OPS) -> list[Ques
 def held_out_pairs() -> set[tuple[str, int, int]]:
     """(op, a, b) of every evaluation question, for excluding them from training data."""
     return {(q.op, q.a, q.b) for q in eval_set()}
+
+
+def validation_set(per_op: int = VALIDATION_PER_OP, seed: int = VALIDATION_SEED) -> list[Question]:
+    """``per_op`` distinct questions per operation, never a held-out one (``eval_set``), in a fixed order.
+
+    ``scripts/train_zoo.py`` stops each member on it and excludes it from training (multiplication has
+    only 1,000 questions: a trained-on set would measure memory, not skill); settings of a method on the
+    zoo (the demo's MoA) are chosen on it, never on the held-out set. Ids are ``val-add-000`` and so on.
+    """
+    if isinstance(per_op, bool) or not isinstance(per_op, int) or per_op < 1:
+        from lmfuse.errors import ConfigError
+
+        raise ConfigError(f"per_op: expected a positive number of questions per operation, found {per_op!r}")
+    rng, held, out = random.Random(f"zoo-validation-{seed}"), held_out_pairs(), []
+    for op in OPS:
+        seen: set[tuple[int, int]] = set()
+        while len(seen) < per_op:
+            q = sample_question(op, rng)
+            if (q.op, q.a, q.b) not in held and (q.a, q.b) not in seen:
+                seen.add((q.a, q.b))
+                out.append(Question(f"val-{op}-{len(seen) - 1:03d}", op, q.a, q.b))
+    return out
