@@ -34,9 +34,9 @@ def top_mask(magnitude: torch.Tensor, k: int, *, overwrite: bool = False) -> tor
 
     Entries larger than the k-th are always kept; among entries equal to it, the kept ones are
     those the (unstable) sort puts first. torch does not specify that order, but it is deterministic
-    for a given torch build and it is the choice mergekit's trim makes (it keeps the first k of the
-    same descending sort), so with the same torch both trims keep the same entries. ``topk`` picks
-    other tied entries, and a threshold keeps all of them or none.
+    for a given torch build, and it is the choice mergekit 0.1.5's trim makes (observed: with the
+    same torch, TIES outputs agree bit for bit; ``benchmarks/README.md``). ``topk`` picks other tied
+    entries, a stable order others again, and a threshold keeps all of them or none.
 
     ``overwrite``: ``magnitude`` is the caller's scratch; it is sorted in place (no copy). Peak:
     the int64 permutation (two float32 copies' worth) and then the mask.
