@@ -195,7 +195,8 @@ def test_ties_election_sums_the_rounded_weighted_terms_in_model_order():
     b = (-1.5 * a + 1e-6 * torch.randn(200_000, generator=g)).to(torch.bfloat16).float()
     w1, w2 = torch.tensor(0.6), torch.tensor(0.4)
     rounded = (a * w1 + b * w2) >= 0
-    fused = torch.zeros_like(a).add_(a, alpha=0.6).add_(b, alpha=0.4) >= 0
+    # A fused multiply-add's sign: that of fl(w_1 τ̂_1) + w_2 τ̂_2 unrounded (exact signs in float64).
+    fused = (a * w1).double() + b.double() * w2.double() >= 0
     assert (rounded != fused).any()  # this data does tell the two apart
     base = torch.zeros_like(a)
     out = run("ties", [a, b], base, [{"weight": 0.6, "density": 1.0}, {"weight": 0.4, "density": 1.0}])
