@@ -170,3 +170,50 @@ def test_in_place_merge_gives_the_same_bits_and_spares_plain_inputs(method, monk
     per_full = [{**{k: p.default for k, p in m.model_params.items()}, **p} for p in per]
     in_place = m.fn(owned, base.clone(), per_full, defaults, TensorRng(3, "w"))
     assert torch.equal(plain.view(torch.int32), in_place.view(torch.int32))
+
+
+def test_ties_election_of_exactly_zero_mass_goes_to_the_positive_sign():
+    """Σ w_i τ̂_i = 0 exactly (0.5 · 1 + 0.5 · (−1)): the positive side is elected, so the entry
+    becomes the positive model's value (÷ its weight), not the base."""
+    base = torch.zeros(2, 3)
+    up, down = base.clone(), base.clone()
+    up[0, 0], down[0, 0] = 1.0, -1.0  # equal mass on both sides: an election of exactly 0
+    up[1, 1], down[1, 1] = 2.0, -1.0  # positive majority; control
+    up[1, 2], down[1, 2] = 1.0, -2.0  # negative majority; control
+    w = [{"weight": 0.5, "density": 1.0}, {"weight": 0.5, "density": 1.0}]
+    out = run("ties", [up, down], base, w)
+    assert out[0, 0] == 1.0 and out[1, 1] == 2.0 and out[1, 2] == -2.0
+    assert torch.equal(run("dare_ties", [up, down], base, w), out)
+
+
+def test_ties_election_sums_the_rounded_weighted_terms_in_model_order():
+    """The election is the sign of fl(fl(w_1 τ̂_1) + fl(w_2 τ̂_2)) in the working dtype: each weighted
+    term rounded, then added (what mergekit computes); a fused multiply-add elects other signs where
+    the sum nearly cancels."""
+    g = torch.Generator().manual_seed(5)
+    a = (torch.randn(200_000, generator=g) * 0.002).to(torch.bfloat16).float()
+    b = (-1.5 * a + 1e-6 * torch.randn(200_000, generator=g)).to(torch.bfloat16).float()
+    w1, w2 = torch.tensor(0.6), torch.tensor(0.4)
+    rounded = (a * w1 + b * w2) >= 0
+    # A fused multiply-add's sign: that of fl(w_1 τ̂_1) + w_2 τ̂_2 unrounded (exact signs in float64).
+    fused = (a * w1).double() + b.double() * w2.double() >= 0
+    assert (rounded != fused).any()  # this data does tell the two apart
+    base = torch.zeros_like(a)
+    out = run("ties", [a, b], base, [{"weight": 0.6, "density": 1.0}, {"weight": 0.4, "density": 1.0}])
+    opposite = a * b < 0  # one model on each side: the output takes the elected side's sign
+    assert (opposite & (rounded != fused)).any()
+    assert torch.equal(out[opposite] > 0, rounded[opposite])
+
+
+def test_ties_trim_keeps_the_first_k_of_a_descending_sort_among_tied_magnitudes():
+    """Many entries share the k-th magnitude: the kept ones are the first k of
+    ``torch.sort(|τ|, descending=True)`` (the choice mergekit makes with the same torch)."""
+    g = torch.Generator().manual_seed(2)
+    tau = torch.randint(-3, 4, (257, 129), generator=g).float()  # magnitudes 0..3: ties at every cut
+    for d in (0.3, 0.5, 0.71):
+        out = run("ties", [tau], torch.zeros_like(tau), [{"weight": 1.0, "density": d}])
+        k = int(d * tau.numel())
+        order = torch.sort(tau.abs().reshape(-1), descending=True).indices[:k]
+        expected = torch.zeros(tau.numel())
+        expected[order] = tau.reshape(-1)[order]
+        assert torch.equal(out.reshape(-1), expected)

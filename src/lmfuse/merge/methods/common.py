@@ -24,48 +24,46 @@ own work tensor) and usually returns it."""
 def magnitude_mask(tau: torch.Tensor, density: float) -> torch.Tensor:
     """Keep the ``int(density · numel)`` largest-magnitude entries (TIES' trim); bool, shape of ``tau``.
 
-    Exactly k entries are kept; among entries tied in magnitude at the cut, ``torch.topk`` decides.
+    Exactly k entries are kept; among entries tied in magnitude at the cut, see ``top_mask``.
     """
-    return top_mask(tau.abs(), int(density * tau.numel()))
+    return top_mask(tau.abs(), int(density * tau.numel()), overwrite=True)
 
 
-def top_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the ``k`` largest entries of ``magnitude`` (chosen by ``torch.topk``, as above).
+def top_mask(magnitude: torch.Tensor, k: int, *, overwrite: bool = False) -> torch.Tensor:
+    """Bool mask of the first ``k`` entries of ``torch.sort(magnitude, descending=True)``.
 
-    On CPU ``topk`` holds a (value, index) pair for every entry while it runs (16 bytes each): the
-    mask is allocated only after it returns, and only its indices are kept that long.
+    Entries larger than the k-th are always kept; among entries equal to it, the kept ones are
+    those the (unstable) sort puts first. torch does not specify that order, but it is deterministic
+    for a given torch build, and it is the choice mergekit 0.1.5's trim makes (observed: with the
+    same torch, TIES outputs agree bit for bit; ``benchmarks/README.md``). ``topk`` picks other tied
+    entries, a stable order others again, and a threshold keeps all of them or none.
+
+    ``overwrite``: ``magnitude`` is the caller's scratch; it is sorted in place (no copy). Peak:
+    the int64 permutation (two float32 copies' worth) and then the mask.
     """
     n = magnitude.numel()
     if k >= n:
         return torch.ones_like(magnitude, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(magnitude, dtype=torch.bool)
-    indices = torch.topk(magnitude.reshape(-1), k, sorted=False).indices
+    values = magnitude.reshape(-1)
+    if not overwrite and values.data_ptr() == magnitude.data_ptr():
+        values = values.clone()  # a view of the caller's tensor: sort a copy
+    order = torch.empty(0, dtype=torch.long, device=magnitude.device)
+    torch.sort(values, descending=True, out=(values, order))
+    del values
     mask = torch.zeros(n, dtype=torch.bool, device=magnitude.device)
-    mask[indices] = True
-    del indices
+    mask[order[:k]] = True
+    del order
     return mask.reshape(magnitude.shape)
 
 
 def trim_(tau: torch.Tensor, density: float) -> torch.Tensor:
-    """``tau * magnitude_mask(tau, density)`` with the same bits, computed in place.
-
-    The magnitudes are taken in place and the signs kept aside as bits (a quarter of a float32
-    copy), so ``topk`` runs with one full copy of ``tau`` fewer around it; the kept entries then get
-    their signs back (negation is exact, and ``signbit`` restores −0 too).
-    """
-    k = int(density * tau.numel())
-    if k >= tau.numel():
+    """``tau * magnitude_mask(tau, density)``, computed in place (the magnitudes are sorted in a
+    scratch copy that is freed before the mask is applied)."""
+    if int(density * tau.numel()) >= tau.numel():
         return tau
-    negative = torch.signbit(tau)
-    mask = top_mask(tau.abs_(), k)
-    tau.mul_(mask)
-    del mask
-    flat, neg = tau.reshape(-1), negative.reshape(-1)
-    for start in range(0, flat.numel(), CHUNK):
-        block, block_neg = flat[start : start + CHUNK], neg[start : start + CHUNK]
-        block.copy_(torch.where(block_neg, block.neg(), block))
-    return tau
+    return tau.mul_(magnitude_mask(tau, density))
 
 
 def random_mask(tau: torch.Tensor, keep: float | torch.Tensor, rng: TensorRng, index: int) -> torch.Tensor:
@@ -89,6 +87,12 @@ def combine(
     exactly those entries (a zero divisor counts as 1, i.e. the entry stays 0). The elected sign is
     TIES' "sum" election: the sign of Σ w_i τ_i, the side carrying the most weighted mass.
 
+    Exactly, in the working dtype: the weights are rounded to it, each term p_i = w_i τ_i is
+    rounded once and the p_i are added in model order (no fused multiply-add), and an election of
+    exactly zero mass (Σ p_i = ±0, e.g. 0.5 · 1 + 0.5 · (−1)) elects +, as mergekit does; the paper's
+    sgn(0) = 0 would drop both sides of a perfectly balanced conflict and keep the base. A zero term
+    agrees with neither sign, so it adds nothing to the divisor.
+
     ``taus`` are this function's to overwrite: each is dropped from the list once folded in, so memory
     holds the remaining task vectors and two or three work tensors, never a ``(models, ...)`` stack.
     ``base`` may be a function that reads it (called once, for the final sum).
@@ -102,15 +106,19 @@ def combine(
             total = sum(weights)
             merged.div_(total if abs(total) >= 1e-12 else 1.0)
         return merged.mul_(lam).add_(base() if callable(base) else base)  # = base + lam * merged
-    total = torch.zeros_like(taus[0])
-    for w_i, tau in zip(weights, taus, strict=True):
-        total.add_(tau, alpha=w_i)
-    elected = total.sign_()  # the running sum becomes the elected sign, in place
-    merged, divisor = torch.zeros_like(total), torch.zeros_like(total)
+    weights = [float(torch.tensor(w_i, dtype=taus[0].dtype)) for w_i in weights]  # in the working dtype
     for i, w_i in enumerate(weights):
-        _fold_agreeing(taus[i].mul_(w_i), w_i, elected, merged, divisor)
+        taus[i].mul_(w_i)  # the weighted terms p_i = fl(w_i τ_i), each rounded once
+    total = taus[0].clone()
+    for p in taus[1:]:
+        total.add_(p)  # Σ p_i in model order: rounded terms added, no fused multiply-add
+    positive = total >= 0  # elected sign: + where Σ ≥ 0, an exact 0 (or −0) included
+    del total
+    merged, divisor = torch.zeros_like(taus[0]), torch.zeros_like(taus[0])
+    for i, w_i in enumerate(weights):
+        _fold_agreeing(taus[i], w_i, positive, merged, divisor)
         taus[i] = None
-    del elected, total
+    del positive
     if normalize:
         divisor.masked_fill_(divisor.abs() < 1e-12, 1.0)
         merged.div_(divisor)
@@ -119,16 +127,17 @@ def combine(
 
 
 def _fold_agreeing(
-    weighted: torch.Tensor, w_i: float, elected: torch.Tensor, merged: torch.Tensor, divisor: torch.Tensor
+    weighted: torch.Tensor, w_i: float, positive: torch.Tensor, merged: torch.Tensor, divisor: torch.Tensor
 ) -> None:
     """merged += w_i τ_i where its sign is the elected one; divisor += w_i there (block by block).
 
-    Every step is exact or one rounding per entry, so the blocks give the bits of whole-tensor ops.
+    A zero (or NaN) term agrees with neither sign. Every step is exact or one rounding per entry,
+    so the blocks give the bits of whole-tensor ops.
     """
-    flat = [t.reshape(-1) for t in (weighted, elected, merged, divisor)]
+    flat = [t.reshape(-1) for t in (weighted, positive, merged, divisor)]
     for start in range(0, weighted.numel(), CHUNK):
         w, e, m, d = (t[start : start + CHUNK] for t in flat)
-        keep = torch.sign(w) == e
+        keep = torch.where(e, w > 0, w < 0)
         m.add_(w.mul_(keep))
         d.add_(keep, alpha=w_i)
 

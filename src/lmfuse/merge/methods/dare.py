@@ -9,6 +9,10 @@ Each entry of τ_i = θ_i − θ_b is kept with probability d_i (``density``) an
 
 The masks are seeded by ``random_seed``, the tensor name and the model's index, so a merge is
 reproducible and independent of the order tensors are processed in or the device used.
+
+``rescale`` is the paper's ÷ d_i, which makes each entry's expectation τ_i. mergekit 0.1.5 instead
+scales each tensor's kept entries by Σ|τ_i| / Σ|τ̃_i| (keeping its L1 norm; observed, see
+``benchmarks/README.md``), so beyond the different random masks its rescaled values differ slightly.
 """
 
 from __future__ import annotations
