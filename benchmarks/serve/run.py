@@ -337,9 +337,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.workers = [int(c) for c in args.workers.split(",") if c.strip()]
     report: dict = {"command": " ".join(["benchmarks/serve/run.py", *(argv or sys.argv[1:])])}
     with tempfile.TemporaryDirectory() as tmp:
-        if "vote" in args.parts:  # the first count is "vote", any other "vote_workers<N>"
+        if "vote" in args.parts:  # the first count is "vote", the others "vote_<i>_workers<N>"
             for i, n in enumerate(args.workers):
-                report["vote" if i == 0 else f"vote_workers{n}"] = vote_part(args, Path(tmp), n)
+                report["vote" if i == 0 else f"vote_{i}_workers{n}"] = vote_part(args, Path(tmp), n)
         if "mixed" in args.parts:  # after the timed part: loading a model would disturb it
             report["mixed"] = mixed_part(args, Path(tmp))
     text = json.dumps(report, indent=2)

@@ -59,6 +59,14 @@ def _children(pid: int) -> set[int]:
         return {int(p) for p in f.read().split()}
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie waiting for its reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _worker_and_answer(url: str) -> tuple[int, str]:
     """On one keep-alive connection: which worker it reached (``/health``), and a chat answer from it."""
     with httpx.Client(limits=httpx.Limits(max_connections=1), timeout=10) as http:
@@ -120,7 +128,7 @@ def test_two_workers_answer_restart_and_drain_on_sigterm(tmp_path):
         assert {r.json()["choices"][0]["message"]["content"] for r in results} == {"finished after a while"}
         assert proc.wait(15) == 0
         for pid in workers | {replacement}:
-            assert not Path(f"/proc/{pid}").exists()  # every worker ended (and was reaped)
+            assert not _running(pid)  # every worker ended
     finally:
         proc.kill()
         proc.wait()
@@ -144,3 +152,23 @@ def test_a_bad_config_with_workers_exits_2_before_binding(tmp_path):
     assert bad.wait(20) == 2
     err = bad.stderr.read()
     assert "--workers: expected a number of processes >= 1, found 0" in err
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path):
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(CONFIG)
+    proc = _serve(cfg, _free_port(), "--workers", "2")
+    lines: list[str] = []
+    try:
+        _until(proc, "ready at", lines)
+        pids = next(line for line in lines if "2 workers (pids" in line)
+        workers = [int(p) for p in pids.split("pids ", 1)[1].rstrip(")\n").split(", ")]
+        proc.kill()  # SIGKILL: the supervisor cannot stop them; each worker notices and drains itself
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in workers):
+            assert time.monotonic() < deadline, "orphaned workers kept running"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
