@@ -172,3 +172,19 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.slow  # ~10-15 s: each worker imports transformers before it finds the model missing
+def test_a_model_that_fails_to_load_in_the_workers_exits_2(tmp_path):
+    model = tmp_path / "not-a-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')  # passes the config check, fails to load
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(
+        f"backends:\n  b: {{kind: hf, model: '{model}'}}\nmodels:\n  b: {{method: single, backend: b}}\n"
+    )
+    proc = _serve(cfg, _free_port(), "--workers", "2")
+    assert proc.wait(60) == 2
+    err = proc.stderr.read()
+    assert f"model not found at '{model}'" in err and "failed to start" in err, err
+    assert "ready at" not in err and "restarted" not in err  # no restart loop

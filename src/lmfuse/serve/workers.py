@@ -88,12 +88,13 @@ def _orphan_watch(parent: int) -> None:
 def serve_workers(spec: WorkerSpec, sock: socket.socket, workers: int, grace: float,
                   on_ready: Callable[[], None], report: Callable[[str], None]) -> int:  # fmt: skip
     """Serve ``spec`` with ``workers`` processes on ``sock`` until SIGTERM/SIGINT (each worker lets its
-    in-flight requests finish within ``grace`` seconds); 0, or ``STARTUP_FAILURE`` when a worker could
-    not start. ``report`` gets a line with the worker pids, and one per worker that died or failed."""
+    in-flight requests finish within ``grace`` seconds); 0, or 2 when a worker could not build the app
+    (as the single-process server exits on a model that fails to load). ``report`` gets a line with
+    the worker pids, and one per worker that died or failed."""
     config = uvicorn_config(functools.partial(_worker_app, spec), grace, workers=workers)
     supervisor = _Supervisor(config, [sock], on_ready, report)
     supervisor.run()
-    return STARTUP_FAILURE if supervisor.failed else 0
+    return 2 if supervisor.failed else 0
 
 
 class _Supervisor(Multiprocess):
