@@ -68,10 +68,12 @@ def _running(pid: int) -> bool:
 
 
 def _worker_and_answer(url: str) -> tuple[int, str]:
-    """On one keep-alive connection: which worker it reached (``/health``), and a chat answer from it."""
+    """On one keep-alive connection: which worker it reached (``/health``), its ``/v1/models``, and a
+    chat answer from it."""
     with httpx.Client(limits=httpx.Limits(max_connections=1), timeout=10) as http:
         worker = http.get(url.removesuffix("/v1") + "/health").json()["worker"]
         client = OpenAI(base_url=url, api_key=KEY, http_client=http, max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["q", "slow", "remote"]
         reply = client.chat.completions.create(model="q", messages=USER)
         return worker, reply.choices[0].message.content
 
@@ -97,8 +99,6 @@ def test_two_workers_answer_restart_and_drain_on_sigterm(tmp_path):
         assert set(seen.values()) == {"hello from a worker"}
         with pytest.raises(AuthenticationError):  # the key is checked in the workers too
             OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
-        models = OpenAI(base_url=url, api_key=KEY, max_retries=0).models.list()
-        assert [m.id for m in models.data] == ["q", "slow", "remote"]
 
         victim = sorted(workers)[0]
         os.kill(victim, signal.SIGKILL)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
 
 DESCRIPTION = """\
 Serve every fusion as one OpenAI-compatible model: /v1/models, /v1/chat/completions, /v1/completions
@@ -150,7 +154,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_workers(args, data, source, config, faults, sock, keys) -> int:  # noqa: ANN001
+def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, config: Any, faults: Any,
+                   sock: socket.socket, keys: list[str]) -> int:  # fmt: skip
     """``--workers N``: the checked config goes to N worker processes (``workers.py``), keys do not."""
     from lmfuse.serve.workers import WorkerSpec, serve_workers
 
