@@ -160,7 +160,8 @@ def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, con
     from lmfuse.serve.workers import WorkerSpec, serve_workers
 
     local = sorted(n for n, b in config.backends.items() if b.kind == "hf")
-    if local or any(m.get("method") == "ensemble" for m in config.models.values()):
+    ensemble = any(m.get("method") == "ensemble" for m in config.models.values())
+    if local or ensemble:
         print(f"warning: --workers {args.workers} with local models ({', '.join(local) or 'ensemble members'}): "
               f"each worker loads its own copy ({args.workers}x the memory and load time)", file=sys.stderr)  # fmt: skip
     print(
@@ -170,7 +171,9 @@ def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, con
     if warning := host_warning(args.host, keys):
         print(warning, file=sys.stderr)
     url = f"http://{args.host}:{sock.getsockname()[1]}/v1"
-    spec = WorkerSpec(data, source, faults, tuple(args.api_key_env or ()))
+    spec = WorkerSpec(
+        data, source, faults, tuple(args.api_key_env or ()), quiet_transformers=bool(local or ensemble)
+    )
 
     def ready() -> None:
         print(f"lmfuse serve: ready at {url}: {', '.join(config.models)}", file=sys.stderr, flush=True)

@@ -39,6 +39,8 @@ class WorkerSpec:
     source: str | None
     faults: Faults
     api_key_env: tuple[str, ...]
+    quiet_transformers: bool = False
+    """Local models are loaded: silence transformers' progress bars and warnings, as one process does."""
 
 
 def build_app(spec: WorkerSpec) -> Any:
@@ -59,7 +61,11 @@ def _worker_app(spec: WorkerSpec) -> Any:
     from lmfuse.serve.server import GC_THRESHOLD
 
     gc.set_threshold(*GC_THRESHOLD)
-    _quiet_transformers(spec)
+    if spec.quiet_transformers:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
     try:
         app = build_app(spec)
     except Exception as exc:  # shown once by the parent's "failed to start" line and here
@@ -67,15 +73,6 @@ def _worker_app(spec: WorkerSpec) -> Any:
         sys.exit(STARTUP_FAILURE)
     threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
     return app
-
-
-def _quiet_transformers(spec: WorkerSpec) -> None:
-    backends = spec.data.get("backends") or {}
-    if any(isinstance(b, dict) and b.get("kind") == "hf" for b in backends.values()):
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
 
 
 def _orphan_watch(parent: int) -> None:
