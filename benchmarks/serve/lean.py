@@ -250,6 +250,20 @@ def run(coro) -> object:
         loop.close()
 
 
+def tree_cpu(pid: int) -> dict[int, float]:
+    """``{pid: CPU seconds}`` of a process and of its live descendants (its worker processes)."""
+    out, todo = {}, [pid]
+    while todo:
+        p = todo.pop(0)
+        try:
+            out[p] = cpu_seconds(p)
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (``/proc/PID/stat``)."""
     with open(f"/proc/{pid}/stat") as f:

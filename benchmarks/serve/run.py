@@ -56,14 +56,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(config: str, tmp: Path, name: str) -> tuple[subprocess.Popen, str]:
-    """``lmfuse serve --config`` as its own process (not waited for: see ``ready``) and its base URL."""
+def spawn(config: str, tmp: Path, name: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """``lmfuse serve --config [--workers N]`` as its own process (not waited for: see ``ready``) and
+    its base URL."""
     path = tmp / f"{name}.yaml"
     path.write_text(config)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lmfuse", "serve", "--config", str(path), "--port", str(port)],
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "lmfuse", "serve", "--config", str(path), "--port", str(port),
+                             "--workers", str(workers)], stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
@@ -139,10 +140,20 @@ def _count(items) -> dict:
     return out
 
 
-def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM (with ``--workers N`` the parent stops its workers), then SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def vote_part(args: argparse.Namespace, tmp: Path, workers: int = 1) -> dict:
     replies = ["The answer is 42.", "I get 42 as the answer.", "The answer is 41."]
     members = [spawn_member(r, args.latency) for r in replies]
-    fused, url = spawn(vote_config([u for _, u in members]), tmp, "vote")
+    fused, url = spawn(vote_config([u for _, u in members]), tmp, "vote", workers)
     procs = [p for p, _ in members] + [fused]
     try:
         for i, (p, _) in enumerate(members):  # all four start at once
@@ -165,19 +176,22 @@ def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
             members[2][0].send_signal(signal.SIGKILL)
 
         cpu_kill: dict = {}
+        per_process0 = lean.tree_cpu(fused.pid)
         t0 = time.perf_counter()
         recs = drive(url, "vote3", args.clients, args.seconds, killer)
         wall = time.perf_counter() - t0
         cpu_end = _cpu(procs[:2] + procs[3:])
+        per_process = lean.tree_cpu(fused.pid)
     finally:
-        for p in procs:
+        stop_server(fused)
+        for p in procs[:3]:
             p.kill()
             p.wait()
     k = killed_at[0]
     before = [r for r in recs if r["t"] + r.get("latency", 0) < k]
     after = [r for r in recs if r["t"] > k + args.settle]  # the steady state without the killed member
     direct = summarize(base, args.baseline_seconds)
-    out = {"member_latency_ms": 1000 * args.latency, "clients": args.clients, "seconds": args.seconds,
+    out = {"workers": workers, "member_latency_ms": 1000 * args.latency, "clients": args.clients, "seconds": args.seconds,
            "load_average": os.getloadavg(),
            "direct_member": direct, "fanout_baseline": summarize(fan, args.baseline_seconds),
            "vote": summarize(recs, wall),
@@ -187,6 +201,10 @@ def vote_part(args: argparse.Namespace, tmp: Path) -> dict:
     out["cpu_ms_per_request"] = _cpu_per_request(procs, cpu0, cpu_base, cpu_kill, cpu_end, len(base),
                                                  len(started_before_kill), len(recs))  # fmt: skip
     out["cpu_ms_per_request"]["fanout_baseline"] = _cpu_ms(procs, cpu_fan, cpu_base, len(fan))
+    # the vote phase's CPU seconds of each lmfuse process (the parent first): how the workers shared it
+    out["vote_cpu_seconds_by_server_process"] = [
+        round(c - per_process0.get(p, 0.0), 2) for p, c in per_process.items()
+    ]
     v = out["vote_before_kill"]
     out["overhead_vs_nominal_ms"] = _minus(v, None, args.latency)
     out["overhead_vs_direct_member_ms"] = _minus(v, direct)
@@ -235,8 +253,9 @@ def _cpu_ms(procs: list, a: dict, b: dict, n: int) -> dict | None:
 
 
 def _cpu(procs: list[subprocess.Popen]) -> dict:
-    """CPU seconds so far of each process (by pid) and of this one (the load generator, key 0)."""
-    return {0: time.process_time(), **{p.pid: lean.cpu_seconds(p.pid) for p in procs}}
+    """CPU seconds so far of each process with its children (by pid; ``--workers N``: the workers) and
+    of this one (the load generator, key 0)."""
+    return {0: time.process_time(), **{p.pid: sum(lean.tree_cpu(p.pid).values()) for p in procs}}
 
 
 def _cpu_per_request(procs, cpu0, cpu_base, cpu_kill, cpu_end, n_base, n_before, n_all) -> dict:
@@ -280,8 +299,7 @@ def mixed_part(args: argparse.Namespace, tmp: Path) -> dict:
         outs = asyncio.run(go())
         wall = time.perf_counter() - t0
     finally:
-        proc.kill()
-        proc.wait()
+        stop_server(proc)
     greedy = [(p, t) for p, hot, t in outs if not hot]
     wrong = sum(t != ref[p] for p, t in greedy)
     hot_differ = sum(t != ref[p] for p, hot, t in outs if hot)
@@ -306,6 +324,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="client counts of the sweep (fan-out baseline and vote at each), '' for none")  # fmt: skip
     ap.add_argument("--sweep-seconds", type=float, default=4.0)
     ap.add_argument("--parts", default="vote,mixed")
+    ap.add_argument("--workers", default="1",
+                    help="lmfuse serve --workers for the vote part; several ('1,2'): the vote part once per "
+                    "count, one after the other, each with its own members and baselines")  # fmt: skip
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -313,10 +334,12 @@ def main(argv: list[str] | None = None) -> dict:
         args.kill_at, args.warmup, args.settle = 0.25, 0.3, 0.5
         args.sweep, args.sweep_seconds = "2,8", 0.5
     args.sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
+    args.workers = [int(c) for c in args.workers.split(",") if c.strip()]
     report: dict = {"command": " ".join(["benchmarks/serve/run.py", *(argv or sys.argv[1:])])}
     with tempfile.TemporaryDirectory() as tmp:
-        if "vote" in args.parts:
-            report["vote"] = vote_part(args, Path(tmp))
+        if "vote" in args.parts:  # the first count is "vote", the others "vote_<i>_workers<N>"
+            for i, n in enumerate(args.workers):
+                report["vote" if i == 0 else f"vote_{i}_workers{n}"] = vote_part(args, Path(tmp), n)
         if "mixed" in args.parts:  # after the timed part: loading a model would disturb it
             report["mixed"] = mixed_part(args, Path(tmp))
     text = json.dumps(report, indent=2)

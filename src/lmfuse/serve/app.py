@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,7 +222,8 @@ class Routes:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def health(self) -> Response:
-        return FastJSON({"status": "ok", "models": list(self.fusions)})
+        # worker: the pid of the server process that answered (one of several with ``--workers N``)
+        return FastJSON({"status": "ok", "models": list(self.fusions), "worker": os.getpid()})
 
     async def list_models(self) -> Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": f"lmfuse:{f.method}"}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
 
 DESCRIPTION = """\
 Serve every fusion as one OpenAI-compatible model: /v1/models, /v1/chat/completions, /v1/completions
@@ -24,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     s.add_argument("--api-key-env", action="append", metavar="NAME",
                    help="require the key held in environment variable NAME (repeat for several keys)")  # fmt: skip
+    s.add_argument("--workers", type=int, default=1,
+                   help="server processes accepting on the same port (default 1); limits are per worker, "
+                   "and each worker loads its own copy of local models")  # fmt: skip
     s.add_argument("--max-logprobs", type=int, help="largest logprobs K a request may ask (default 20)")
     s.add_argument("--latency", type=float, default=0.0, help="testing: seconds added to every request")
     s.add_argument("--fail-first", type=int, default=0, help="testing: fail the first N requests")
@@ -45,6 +52,8 @@ def _config_data(args: argparse.Namespace) -> tuple[dict, str | None]:
     problems = []
     if not 0 <= args.port <= 65535:
         problems.append(f"--port: expected a TCP port 0-65535, found {args.port}")
+    if args.workers < 1:
+        problems.append(f"--workers: expected a number of processes >= 1, found {args.workers}")
     names = args.name or []
     if names and not args.models:
         problems.append("--name: only with positional models (in a config, the model ids are its keys)")
@@ -126,6 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     keys = _keys(args)
     sock = bind(args.host, args.port)  # a port in use fails here, before any model is loaded
+    if args.workers > 1:
+        return _serve_workers(args, data, source, config, faults, sock, keys)
     local = any(b.kind == "hf" for b in config.backends.values())
     if local or any(m.get("method") == "ensemble" for m in config.models.values()):
         _quiet_transformers()
@@ -141,6 +152,36 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve_forever(app, sock, grace=config.server.grace_seconds, on_ready=ready)
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, config: Any, faults: Any,
+                   sock: socket.socket, keys: list[str]) -> int:  # fmt: skip
+    """``--workers N``: the checked config goes to N worker processes (``workers.py``), keys do not."""
+    from lmfuse.serve.workers import WorkerSpec, serve_workers
+
+    local = sorted(n for n, b in config.backends.items() if b.kind == "hf")
+    ensemble = any(m.get("method") == "ensemble" for m in config.models.values())
+    if local or ensemble:
+        print(f"warning: --workers {args.workers} with local models ({', '.join(local) or 'ensemble members'}): "
+              f"each worker loads its own copy ({args.workers}x the memory and load time)", file=sys.stderr)  # fmt: skip
+    print(
+        f"lmfuse serve: starting {args.workers} workers, {len(config.models)} models each ...",
+        file=sys.stderr,
+    )
+    if warning := host_warning(args.host, keys):
+        print(warning, file=sys.stderr)
+    url = f"http://{args.host}:{sock.getsockname()[1]}/v1"
+    spec = WorkerSpec(
+        data, source, faults, tuple(args.api_key_env or ()), quiet_transformers=bool(local or ensemble)
+    )
+
+    def ready() -> None:
+        print(f"lmfuse serve: ready at {url}: {', '.join(config.models)}", file=sys.stderr, flush=True)
+
+    def report(line: str) -> None:
+        print(f"lmfuse serve: {line}", file=sys.stderr, flush=True)
+
+    return serve_workers(spec, sock, args.workers, config.server.grace_seconds, ready, report)
 
 
 def _quiet_transformers() -> None:

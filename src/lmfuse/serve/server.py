@@ -35,14 +35,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any, grace: float, log_level: str = "warning") -> Any:
+def uvicorn_config(app: Any, grace: float, log_level: str = "warning", workers: int = 1) -> Any:
+    """The uvicorn ``Config`` of every lmfuse server; ``workers`` > 1: ``app`` is an app factory."""
     import uvicorn
 
     loop = "uvloop" if _has("uvloop") else "asyncio"
     http = "httptools" if _has("httptools") else "h11"
     # proxy_headers off: nothing here reads the client address, so X-Forwarded-* need no parsing
     return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", loop=loop, http=http,
-                          timeout_graceful_shutdown=grace, proxy_headers=False)  # fmt: skip
+                          timeout_graceful_shutdown=grace, proxy_headers=False, workers=workers,
+                          factory=workers > 1)  # fmt: skip
 
 
 def _has(module: str) -> bool:
@@ -59,7 +61,7 @@ class ServerThread:
 
         self.sock = bind(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
-        self.server = uvicorn.Server(_uvicorn_config(app, grace))
+        self.server = uvicorn.Server(uvicorn_config(app, grace))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
@@ -100,7 +102,7 @@ def serve_forever(
     import uvicorn
 
     gc.set_threshold(*GC_THRESHOLD)
-    server = uvicorn.Server(_uvicorn_config(app, grace, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, grace, log_level="warning"))
     if on_ready is not None:
 
         def watch() -> None:

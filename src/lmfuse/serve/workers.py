@@ -1,0 +1,146 @@
+"""``lmfuse serve --workers N``: N server processes accepting on one listening socket, supervised by
+uvicorn's own multi-process supervisor (``uvicorn.supervisors.Multiprocess``: spawned workers, a
+health-check ping, a dead worker restarted).
+
+The parent has already checked the config and bound the socket; each worker rebuilds the same app from
+the same checked config data, which reaches it inside the pickled uvicorn ``Config`` over the
+multiprocessing pipe (nothing on disk, nothing new in the environment). API keys are never in that
+data: the workers read them from the environment variables the config and ``--api-key-env`` name, as
+the parent did. A worker whose parent is gone (killed with SIGKILL) shuts itself down."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from lmfuse.serve.faults import Faults
+from lmfuse.serve.server import uvicorn_config
+
+STARTUP_FAILURE = 3
+"""Exit status of a worker that cannot build its app (uvicorn's: the supervisor then stops, no restart)."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to build the app: the checked config data, never a secret."""
+
+    data: dict
+    source: str | None
+    faults: Faults
+    api_key_env: tuple[str, ...]
+    quiet_transformers: bool = False
+    """Local models are loaded: silence transformers' progress bars and warnings, as one process does."""
+
+
+def build_app(spec: WorkerSpec) -> Any:
+    """The app of ``spec``, as the single-process server builds it (parse, build the models)."""
+    from lmfuse.serve.app import create_app
+    from lmfuse.serve.build import build_models, server_options
+    from lmfuse.serve.config import parse
+
+    config = parse(spec.data, spec.source)
+    keys = [os.environ[n] for n in spec.api_key_env]
+    return create_app(build_models(config), spec.faults, api_key=keys, options=server_options(config))
+
+
+def _worker_app(spec: WorkerSpec) -> Any:
+    """uvicorn's app factory in a worker: a failure exits with ``STARTUP_FAILURE`` (no restart loop)."""
+    import gc
+
+    from lmfuse.serve.server import GC_THRESHOLD
+
+    gc.set_threshold(*GC_THRESHOLD)
+    if spec.quiet_transformers:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    try:
+        app = build_app(spec)
+    except Exception as exc:  # shown once by the parent's "failed to start" line and here
+        print(f"lmfuse serve: worker {os.getpid()}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
+    threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
+    return app
+
+
+def _orphan_watch(parent: int) -> None:
+    """SIGTERM this worker (a graceful stop) once its parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def serve_workers(spec: WorkerSpec, sock: socket.socket, workers: int, grace: float,
+                  on_ready: Callable[[], None], report: Callable[[str], None]) -> int:  # fmt: skip
+    """Serve ``spec`` with ``workers`` processes on ``sock`` until SIGTERM/SIGINT (each worker lets its
+    in-flight requests finish within ``grace`` seconds); 0, or 2 when a worker could not build the app
+    (as the single-process server exits on a model that fails to load). ``report`` gets a line with
+    the worker pids, and one per worker that died or failed."""
+    config = uvicorn_config(functools.partial(_worker_app, spec), grace, workers=workers)
+    supervisor = _Supervisor(config, [sock], on_ready, report)
+    supervisor.run()
+    return 2 if supervisor.failed else 0
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's ``Multiprocess``, plus: "ready" once every worker serves; a line for each worker that
+    died (it is restarted) or failed to start (the server stops); and on SIGTERM/SIGINT, at once (not
+    at the supervisor's next 0.5 s tick), the parent's copy of the listening socket is closed and every
+    worker is told to drain, so that new connections are refused while in-flight requests finish."""
+
+    def __init__(self, config: Any, sockets: list[socket.socket], on_ready: Callable[[], None],
+                 report: Callable[[str], None]) -> None:  # fmt: skip
+        super().__init__(config, sockets)
+        self.on_ready, self.report, self.failed, self.stopping = on_ready, report, False, False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+
+    def _stop(self, sig: int, frame: object) -> None:
+        self.signal_queue.append(sig)  # the supervisor's own handling (exit) follows at its next tick
+        if self.stopping:
+            return
+        self.stopping = True
+        for s in self.sockets:
+            s.close()
+        for p in self.processes:
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(p.pid, signal.SIGTERM)
+
+    def init_processes(self) -> None:
+        for _ in range(self.processes_num):
+            if self.stopping:
+                return
+            process = Process(self.config, self.sockets)
+            process.start()
+            self.processes.append(process)
+        for p in self.processes:
+            while not self.stopping and p.process.is_alive() and not p.is_ready(timeout=1):
+                time.sleep(0.05)
+        if not self.stopping and all(p.process.is_alive() for p in self.processes):
+            pids = ", ".join(str(p.pid) for p in self.processes)
+            self.report(f"{len(self.processes)} workers (pids {pids})")
+            self.on_ready()
+
+    def keep_subprocess_alive(self) -> None:
+        if self.stopping:
+            return
+        before = list(self.processes)
+        super().keep_subprocess_alive()
+        for old, new in zip(before, self.processes, strict=True):
+            if old is not new:
+                self.report(f"worker {old.pid} died (exit {old.exitcode}); restarted as {new.pid}")
+            elif old.exitcode is not None:
+                self.failed = True
+                self.report(f"worker {old.pid} failed to start (exit {old.exitcode}); stopping")
