@@ -31,8 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     import tempfile
     import time
 
-    from transformers.utils import logging as hf_logging
-
+    from lmfuse.core.loading import quiet_transformers
     from lmfuse.demo import run_demo
     from lmfuse.demo_record import format_header, format_row, intro, make_record, write_record
 
@@ -40,8 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         from lmfuse.core.atomic import check_output_file
 
         check_output_file(args.record, args.overwrite)  # before minutes of work
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    quiet_transformers()
     plot_dir = args.plot_dir or tempfile.mkdtemp(prefix="lmfuse-demo-")
     print(intro(args.per_op))
     print(format_header())

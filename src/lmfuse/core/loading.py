@@ -146,6 +146,15 @@ def _plain_tokenizers_backend(directory: Path) -> bool:
     return cls in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
+def quiet_transformers() -> None:
+    """No "Loading weights" progress bars or advisory warnings from transformers from here on (the
+    commands that load models call this before they do)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 COMPANION_FILES = {
     "prompt_router.json": (
         "a prompt-routed MoE (one routing decision per prompt, lmfuse.moe.prompt): transformers alone "

@@ -36,10 +36,11 @@ def _run(args: argparse.Namespace) -> int:
 
     from lmfuse.core.atomic import output_lock
     from lmfuse.core.config import load_config
+    from lmfuse.core.loading import quiet_transformers
     from lmfuse.exchange import runner
     from lmfuse.exchange.config import EoTConfig, MoAConfig
 
-    _quiet_transformers()
+    quiet_transformers()
     if args.concurrency < 1:
         from lmfuse.errors import ConfigError
 
@@ -103,10 +104,3 @@ def _solver(method: str, config):
     from lmfuse.exchange.moa import MoA
 
     return MoA(config)
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()

@@ -135,11 +135,14 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     keys = _keys(args)
     sock = bind(args.host, args.port)  # a port in use fails here, before any model is loaded
+    local = sorted(n for n, b in config.backends.items() if b.kind == "hf")
+    ensemble = any(m.get("method") == "ensemble" for m in config.models.values())
     if args.workers > 1:
-        return _serve_workers(args, data, source, config, faults, sock, keys)
-    local = any(b.kind == "hf" for b in config.backends.values())
-    if local or any(m.get("method") == "ensemble" for m in config.models.values()):
-        _quiet_transformers()
+        return _serve_workers(args, data, source, config, faults, sock, keys, local, ensemble)
+    if local or ensemble:
+        from lmfuse.core.loading import quiet_transformers  # (imports torch: only where models load)
+
+        quiet_transformers()
     print(f"lmfuse serve: loading {len(config.models)} models ...", file=sys.stderr)
     models = build_models(config)
     if warning := host_warning(args.host, keys):
@@ -155,12 +158,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, config: Any, faults: Any,
-                   sock: socket.socket, keys: list[str]) -> int:  # fmt: skip
-    """``--workers N``: the checked config goes to N worker processes (``workers.py``), keys do not."""
+                   sock: socket.socket, keys: list[str], local: list[str], ensemble: bool) -> int:  # fmt: skip
+    """``--workers N``: the checked config goes to N worker processes (``workers.py``), keys do not
+    (``local``: the config's ``hf`` backends; ``ensemble``: it serves a token-level ensemble)."""
     from lmfuse.serve.workers import WorkerSpec, serve_workers
 
-    local = sorted(n for n, b in config.backends.items() if b.kind == "hf")
-    ensemble = any(m.get("method") == "ensemble" for m in config.models.values())
     if local or ensemble:
         print(f"warning: --workers {args.workers} with local models ({', '.join(local) or 'ensemble members'}): "
               f"each worker loads its own copy ({args.workers}x the memory and load time)", file=sys.stderr)  # fmt: skip
@@ -182,10 +184,3 @@ def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, con
         print(f"lmfuse serve: {line}", file=sys.stderr, flush=True)
 
     return serve_workers(spec, sock, args.workers, config.server.grace_seconds, ready, report)
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()

@@ -62,10 +62,9 @@ def _worker_app(spec: WorkerSpec) -> Any:
 
     gc.set_threshold(*GC_THRESHOLD)
     if spec.quiet_transformers:
-        from transformers.utils import logging as hf_logging
+        from lmfuse.core.loading import quiet_transformers
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
+        quiet_transformers()
     try:
         app = build_app(spec)
     except Exception as exc:  # shown once by the parent's "failed to start" line and here
