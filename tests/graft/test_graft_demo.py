@@ -13,7 +13,8 @@ from lmfuse.zoo.questions import held_out_pairs
 
 
 def test_training_text_never_contains_a_held_out_question(tmp_path):
-    lines = graft_demo.write_training_text(tmp_path / "t.txt", 3000).read_text().splitlines()
+    records = graft_demo.write_training_jsonl(tmp_path / "t.jsonl", 3000).read_text().splitlines()
+    lines = [r["prompt"] + r["completion"] for r in map(json.loads, records)]
     held = {q.text for q in zoo.eval_set()}
     assert len(lines) == 3000 and not held & set(lines)
     assert len(held_out_pairs()) == len(held)
@@ -25,7 +26,7 @@ def test_training_records_learn_the_answer_only(tmp_path):
     records = [json.loads(line) for line in lines]
     held = {q.prompt for q in zoo.eval_set()}
     assert len(records) == 300 and not held & {r["prompt"] for r in records}
-    texts = graft_demo.write_training_text(tmp_path / "t.txt", 300).read_text().splitlines()
+    texts = [q.text for q in graft_demo.training_questions(300)]
     assert [r["prompt"] + r["completion"] for r in records] == texts  # the same lines, split
     assert all(r["prompt"].endswith("A:") for r in records)
 

@@ -21,33 +21,26 @@ STEPS = 300
 LR = 1e-3
 BATCH = 16
 LINES = 4000
-"""Training lines (``write_training_text``); ``STEPS * BATCH`` of them are read, cycling."""
+"""Training records (``write_training_jsonl``); ``STEPS * BATCH`` of them are read, cycling."""
 PLOT = "graft_loss.png"
 
 
-def write_training_text(path: str | Path, n: int, seed: int = 0) -> Path:
-    """``n`` zoo training lines (``Q: 37+48= A: 7+8=15,3+4+1=8 so 85``) over all operations, never a
-    held-out question."""
-    rng, held_out = random.Random(seed), held_out_pairs()
-    lines: list[str] = []
-    while len(lines) < n:
-        q = sample_question(OPS[len(lines) % len(OPS)], rng)
+def training_questions(n: int, seed: int = 0) -> list[zoo.Question]:
+    """``n`` zoo questions over all operations in turn, never a held-out one."""
+    rng, held_out, out = random.Random(seed), held_out_pairs(), []
+    while len(out) < n:
+        q = sample_question(OPS[len(out) % len(OPS)], rng)
         if (q.op, q.a, q.b) not in held_out:
-            lines.append(q.text)
-    path = Path(path)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+            out.append(q)
+    return out
 
 
 def write_training_jsonl(path: str | Path, n: int, seed: int = 0) -> Path:
-    """``write_training_text``'s lines as ``lmfuse train`` prompt + completion records: the answer alone
-    is learned, as the zoo itself was trained (its prompt tokens were masked)."""
-    rng, held_out = random.Random(seed), held_out_pairs()
-    records: list[str] = []
-    while len(records) < n:
-        q = sample_question(OPS[len(records) % len(OPS)], rng)
-        if (q.op, q.a, q.b) not in held_out:
-            records.append(json.dumps({"prompt": q.prompt, "completion": q.text[len(q.prompt) :]}))
+    """``training_questions`` as ``lmfuse train`` prompt + completion records (``Q: 37+48= A:`` and
+    `` 7+8=15,3+4+1=8 so 85``): the answer alone is learned, as the zoo itself was trained (its prompt
+    tokens were masked)."""
+    records = [json.dumps({"prompt": q.prompt, "completion": q.solution})
+               for q in training_questions(n, seed)]  # fmt: skip
     path = Path(path)
     path.write_text("\n".join(records) + "\n", encoding="utf-8")
     return path
