@@ -46,7 +46,11 @@ def test_bad_records_are_refused(tmp_path):
     (tmp_path / "a.json").write_text("{not json")
     (tmp_path / "b.json").write_text(json.dumps({"version": 99, "rows": []}))
     (tmp_path / "c.json").write_text("[]")
-    for name, says in (("a", "expected a JSON file"), ("b", "found 99"), ("c", "found 'list'")):
+    (tmp_path / "d.json").write_text(json.dumps({"version": 1}))
+    (tmp_path / "e.json").write_text(json.dumps({"version": 1, "rows": [{"name": "x"}]}))
+    cases = [("a", "expected a JSON file"), ("b", "found 99"), ("c", "found 'list'"),
+             ("d", "expected a list of rows"), ("e", "row 0: expected")]  # fmt: skip
+    for name, says in cases:
         with pytest.raises(InputDataError, match=says):
             read_record(tmp_path / f"{name}.json")
 

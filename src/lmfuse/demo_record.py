@@ -99,10 +99,17 @@ def read_record(path: str | Path) -> tuple[dict, list[DemoRow]]:
     found = record.get("version") if isinstance(record, dict) else type(record).__name__
     if found != RECORD_VERSION:
         raise InputDataError(f"demo record {path}: expected version {RECORD_VERSION}, found {found!r}")
+    if not isinstance(record.get("rows"), list):
+        raise InputDataError(f"demo record {path}: expected a list of rows, found {record.get('rows')!r:.60}")
     names = {f.name for f in fields(DemoRow)}
-    rows = [DemoRow(**{k: v for k, v in r.items() if k in names}) for r in record["rows"]]
-    for r in rows:
-        r.fuses = tuple(r.fuses)
+    rows = []
+    for i, r in enumerate(record["rows"]):
+        try:
+            row = DemoRow(**{k: v for k, v in r.items() if k in names})
+        except (AttributeError, TypeError) as exc:  # not a mapping, or fields missing
+            raise InputDataError(f"demo record {path}: row {i}: expected a demo row, found {exc}") from None
+        row.fuses = tuple(row.fuses)
+        rows.append(row)
     return record, rows
 
 
