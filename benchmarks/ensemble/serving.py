@@ -203,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         _remote_parts(results, prompts, ks, new, args.smoke)
     _print(results)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        from lmfuse.core.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2))  # never a half-written result file
     return 0
 
 
