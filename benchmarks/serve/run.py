@@ -23,7 +23,7 @@ request of the generator, the members and the lmfuse server: where the machine s
 Part 2, ``mixed``: ``lmfuse serve`` over ``zoo:add``; concurrent greedy and sampled (temperature 50)
 ``/v1/completions`` requests; every greedy reply must equal the reference greedy text (issue 15 item 4).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py            # ~2.5 min
+    PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py            # ~4.5 min (--workers 2, then 1)
     PYTHONPATH=src .venv/bin/python benchmarks/serve/run.py --smoke    # seconds, run by tests
 """
 
@@ -324,9 +324,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="client counts of the sweep (fan-out baseline and vote at each), '' for none")  # fmt: skip
     ap.add_argument("--sweep-seconds", type=float, default=4.0)
     ap.add_argument("--parts", default="vote,mixed")
-    ap.add_argument("--workers", default="1",
-                    help="lmfuse serve --workers for the vote part; several ('1,2'): the vote part once per "
-                    "count, one after the other, each with its own members and baselines")  # fmt: skip
+    ap.add_argument("--workers", default=None,
+                    help="lmfuse serve --workers for the vote part; several ('2,1', the default; --smoke: "
+                    "1): the vote part once per count, one after the other, each with its own members and "
+                    "baselines")  # fmt: skip
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -334,6 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.kill_at, args.warmup, args.settle = 0.25, 0.3, 0.5
         args.sweep, args.sweep_seconds = "2,8", 0.5
     args.sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
+    if args.workers is None:
+        args.workers = "1" if args.smoke else "2,1"
     args.workers = [int(c) for c in args.workers.split(",") if c.strip()]
     report: dict = {"command": " ".join(["benchmarks/serve/run.py", *(argv or sys.argv[1:])])}
     with tempfile.TemporaryDirectory() as tmp:
@@ -345,7 +348,9 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        from lmfuse.core.atomic import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")  # never a half-written result file
     return report
 
 

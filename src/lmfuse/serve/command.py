@@ -29,8 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--api-key-env", action="append", metavar="NAME",
                    help="require the key held in environment variable NAME (repeat for several keys)")  # fmt: skip
     s.add_argument("--workers", type=int, default=1,
-                   help="server processes accepting on the same port (default 1); limits are per worker, "
-                   "and each worker loads its own copy of local models")  # fmt: skip
+                   help="server processes on the same port (default 1; on Linux each its own SO_REUSEPORT "
+                   "socket, for an even share of connections); limits are per worker, and each worker "
+                   "loads its own copy of local models")  # fmt: skip
     s.add_argument("--max-logprobs", type=int, help="largest logprobs K a request may ask (default 20)")
     s.add_argument("--latency", type=float, default=0.0, help="testing: seconds added to every request")
     s.add_argument("--fail-first", type=int, default=0, help="testing: fail the first N requests")
@@ -161,6 +162,7 @@ def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, con
                    sock: socket.socket, keys: list[str], local: list[str], ensemble: bool) -> int:  # fmt: skip
     """``--workers N``: the checked config goes to N worker processes (``workers.py``), keys do not
     (``local``: the config's ``hf`` backends; ``ensemble``: it serves a token-level ensemble)."""
+    from lmfuse.serve.server import reuse_port_group
     from lmfuse.serve.workers import WorkerSpec, serve_workers
 
     if local or ensemble:
@@ -173,6 +175,7 @@ def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, con
     if warning := host_warning(args.host, keys):
         print(warning, file=sys.stderr)
     url = f"http://{args.host}:{sock.getsockname()[1]}/v1"
+    sockets = reuse_port_group(sock, args.workers)  # one per worker where the kernel balances them
     spec = WorkerSpec(
         data, source, faults, tuple(args.api_key_env or ()), quiet_transformers=bool(local or ensemble)
     )
@@ -183,4 +186,4 @@ def _serve_workers(args: argparse.Namespace, data: dict, source: str | None, con
     def report(line: str) -> None:
         print(f"lmfuse serve: {line}", file=sys.stderr, flush=True)
 
-    return serve_workers(spec, sock, args.workers, config.server.grace_seconds, ready, report)
+    return serve_workers(spec, sockets, args.workers, config.server.grace_seconds, ready, report)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,14 +19,17 @@ GC_THRESHOLD = (20_000, 50, 100)
 """``gc.set_threshold`` of a foreground server process (Python's default: 700, 10, 10)."""
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on ``host:port``; a port in use or a bad address is a ``ConfigError``."""
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening-ready socket on ``host:port``; a port in use or a bad address is a ``ConfigError``.
+    ``reuse_port``: ``SO_REUSEPORT``, so that other such sockets of this user can share the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such sockets; without
     # it, Nagle + delayed ACKs add ~40 ms to every response that is written in two parts (head, body)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -33,6 +37,28 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port "
                           "or --host") from None  # fmt: skip
     return sock
+
+
+def reuse_port_group(sock: socket.socket, n: int) -> list[socket.socket]:
+    """``n`` listening sockets on the address of ``sock`` (bound without ``SO_REUSEPORT``, which proved
+    that nobody else holds the port), one per worker, for Linux to spread new connections across
+    evenly (by a hash of each connection's addresses); ``sock`` is closed. With one socket shared by
+    all workers, whichever worker wakes first accepts a burst of connections and keeps them as long as
+    they are kept alive (41/59% to 11/89% of the work in benchmarks/README.md). Where ``SO_REUSEPORT``
+    does not balance (not Linux), or ``n`` is 1: ``[sock]``, shared."""
+    if n < 2 or not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
+        return [sock]
+    host, port = sock.getsockname()[:2]
+    sock.close()
+    group: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            group.append(bind(host, port, reuse_port=True))
+    except ConfigError:
+        for s in group:
+            s.close()
+        raise
+    return group
 
 
 def uvicorn_config(app: Any, grace: float, log_level: str = "warning", workers: int = 1) -> Any:

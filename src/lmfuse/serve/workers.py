@@ -1,6 +1,9 @@
-"""``lmfuse serve --workers N``: N server processes accepting on one listening socket, supervised by
-uvicorn's own multi-process supervisor (``uvicorn.supervisors.Multiprocess``: spawned workers, a
-health-check ping, a dead worker restarted).
+"""``lmfuse serve --workers N``: N server processes on one port, supervised by uvicorn's own
+multi-process supervisor (``uvicorn.supervisors.Multiprocess``: spawned workers, a health-check ping,
+a dead worker restarted). On Linux each worker accepts on a listening socket of its own, all bound with
+``SO_REUSEPORT`` (``server.reuse_port_group``), so that the kernel spreads connections evenly; the
+parent keeps every socket open, so connections that reach a dead worker's socket wait in its queue for
+the replacement, which gets the same socket, instead of being refused. Elsewhere they share one socket.
 
 The parent has already checked the config and bound the socket; each worker rebuilds the same app from
 the same checked config data, which reaches it inside the pickled uvicorn ``Config`` over the
@@ -81,22 +84,25 @@ def _orphan_watch(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def serve_workers(spec: WorkerSpec, sock: socket.socket, workers: int, grace: float,
+def serve_workers(spec: WorkerSpec, sockets: list[socket.socket], workers: int, grace: float,
                   on_ready: Callable[[], None], report: Callable[[str], None]) -> int:  # fmt: skip
-    """Serve ``spec`` with ``workers`` processes on ``sock`` until SIGTERM/SIGINT (each worker lets its
-    in-flight requests finish within ``grace`` seconds); 0, or 2 when a worker could not build the app
-    (as the single-process server exits on a model that fails to load). ``report`` gets a line with
-    the worker pids, and one per worker that died or failed."""
+    """Serve ``spec`` with ``workers`` processes until SIGTERM/SIGINT (each worker lets its in-flight
+    requests finish within ``grace`` seconds); 0, or 2 when a worker could not build the app (as the
+    single-process server exits on a model that fails to load). ``sockets``: one shared by all, or one
+    per worker. ``report`` gets a line with the worker pids, and one per worker that died or failed."""
+    if len(sockets) not in (1, workers):
+        raise ValueError(f"expected 1 socket or {workers} (one per worker), found {len(sockets)}")
     config = uvicorn_config(functools.partial(_worker_app, spec), grace, workers=workers)
-    supervisor = _Supervisor(config, [sock], on_ready, report)
+    supervisor = _Supervisor(config, sockets, on_ready, report)
     supervisor.run()
     return 2 if supervisor.failed else 0
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's ``Multiprocess``, plus: "ready" once every worker serves; a line for each worker that
-    died (it is restarted) or failed to start (the server stops); and on SIGTERM/SIGINT, at once (not
-    at the supervisor's next 0.5 s tick), the parent's copy of the listening socket is closed and every
+    """uvicorn's ``Multiprocess``, plus: worker ``i`` gets listening socket ``i`` when there is one per
+    worker (also its replacement); "ready" once every worker serves; a line for each worker that died
+    (it is restarted) or failed to start (the server stops); and on SIGTERM/SIGINT, at once (not at the
+    supervisor's next 0.5 s tick), the parent's copies of the listening sockets are closed and every
     worker is told to drain, so that new connections are refused while in-flight requests finish."""
 
     def __init__(self, config: Any, sockets: list[socket.socket], on_ready: Callable[[], None],
@@ -105,6 +111,11 @@ class _Supervisor(Multiprocess):
         self.on_ready, self.report, self.failed, self.stopping = on_ready, report, False, False
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
+
+    def _process(self, i: int) -> Process:
+        """Worker ``i``'s process (not started), with its socket or the shared one."""
+        own = self.sockets if len(self.sockets) == 1 else [self.sockets[i]]
+        return Process(self.config, own)
 
     def _stop(self, sig: int, frame: object) -> None:
         self.signal_queue.append(sig)  # the supervisor's own handling (exit) follows at its next tick
@@ -118,10 +129,10 @@ class _Supervisor(Multiprocess):
                 os.kill(p.pid, signal.SIGTERM)
 
     def init_processes(self) -> None:
-        for _ in range(self.processes_num):
+        for i in range(self.processes_num):
             if self.stopping:
                 return
-            process = Process(self.config, self.sockets)
+            process = self._process(i)
             process.start()
             self.processes.append(process)
         for p in self.processes:
@@ -133,13 +144,40 @@ class _Supervisor(Multiprocess):
             self.on_ready()
 
     def keep_subprocess_alive(self) -> None:
-        if self.stopping:
+        """uvicorn's check of each worker (a hung one is killed), with worker ``i`` replaced on its own
+        socket; a worker that failed before serving stops the server instead (as uvicorn does)."""
+        if self.stopping or self.should_exit.is_set():
             return
-        before = list(self.processes)
-        super().keep_subprocess_alive()
-        for old, new in zip(before, self.processes, strict=True):
-            if old is not new:
-                self.report(f"worker {old.pid} died (exit {old.exitcode}); restarted as {new.pid}")
-            elif old.exitcode is not None:
+        for i, old in enumerate(self.processes):
+            if old.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            old.kill()
+            old.join()
+            if old.exitcode == STARTUP_FAILURE:
                 self.failed = True
                 self.report(f"worker {old.pid} failed to start (exit {old.exitcode}); stopping")
+                self.should_exit.set()
+                return
+            if self.stopping or self.should_exit.is_set():
+                return
+            new = self._process(i)
+            new.start()
+            self.processes[i] = new
+            self.report(f"worker {old.pid} died (exit {old.exitcode}); restarted as {new.pid}")
+
+    def restart_all(self) -> None:
+        """SIGHUP: each worker replaced by a new one on its socket, once the new one serves."""
+        for i, old in enumerate(self.processes):
+            if self.stopping or self.should_exit.is_set():
+                return
+            new = self._process(i)
+            new.start()
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                self.report(f"worker {new.pid} was not ready in time; keeping {old.pid}")
+                return
+            old.terminate()
+            old.join()
+            self.processes[i] = new
+            self.report(f"worker {old.pid} replaced by {new.pid} (SIGHUP)")
