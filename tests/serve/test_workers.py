@@ -141,6 +141,15 @@ def test_two_workers_answer_restart_and_drain_on_sigterm(tmp_path):
         while httpx.get(url.removesuffix("/v1") + "/health", timeout=5).json()["worker"] != replacement:
             assert time.monotonic() < deadline, "the replacement worker never answered"
 
+        # SIGHUP: each worker is replaced by a new one on its own socket, once the new one serves
+        proc.send_signal(signal.SIGHUP)
+        hup = [_until(proc, "(SIGHUP)", lines), _until(proc, "(SIGHUP)", lines)]
+        fresh = {int(line.split(" replaced by ", 1)[1].split()[0]) for line in hup}
+        assert len(fresh) == 2 and fresh <= _children(proc.pid) and _listening_sockets(port) == 2
+        held = _workers_of_connections(port, 64)
+        assert set(held) == fresh and min(held.count(w) for w in fresh) >= 16, held
+        workers |= fresh
+
         results: list = []
         threads = [threading.Thread(target=lambda: results.append(httpx.post(  # one per connection
             f"{url}/chat/completions", json={"model": "slow", "messages": [{"role": "user", "content": "slow"}]},
