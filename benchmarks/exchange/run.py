@@ -16,6 +16,7 @@ The sequential baseline is timed on one question (it is 5 calls per round by con
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -53,7 +54,8 @@ def waiting(
             early_exit=False, stop_on_unanimity=False,
         )  # fmt: skip
         ratios, calls = [], 0
-        EoT(config).run(questions[0].prompt, "warm-up")  # first calls pay for start-up, not for waiting
+        # first calls pay for start-up, not for waiting: one round (a first call to every agent) warms it
+        EoT(dataclasses.replace(config, max_rounds=1)).run(questions[0].prompt, "warm-up")
         for q in questions:
             eot = EoT(config)
             start = time.perf_counter()

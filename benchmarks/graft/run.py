@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = str(Path(__file__).resolve().relative_to(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmfuse.core.checkpoint import CheckpointReader  # noqa: E402
@@ -73,7 +74,7 @@ def make_checkpoint(directory: Path, fields: dict, seed: int = 0) -> int:
     return sum(t.numel for t in tensors)
 
 
-def measure(cmd: list[str], log: Path) -> dict:
+def measure(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
     """Run ``cmd`` under ``/usr/bin/time``: wall seconds and peak RSS of the command itself.
 
     (``wait4`` from this process would report at least this process's own RSS, inherited at fork.)
@@ -81,7 +82,10 @@ def measure(cmd: list[str], log: Path) -> dict:
     stats = log.with_suffix(".time")
     with log.open("w") as fh:
         proc = subprocess.run(
-            ["/usr/bin/time", "-o", str(stats), "-f", "%e %M", *cmd], stdout=fh, stderr=subprocess.STDOUT
+            ["/usr/bin/time", "-o", str(stats), "-f", "%e %M", *cmd],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     wall, rss_kb = stats.read_text().split()[-2:]
     return {"wall_s": float(wall), "peak_rss_mb": round(int(rss_kb) / 1024, 1), "exit": proc.returncode}
@@ -148,9 +152,9 @@ def run_case(name: str, work: Path, mergekit: Path | None, keep: bool) -> dict:
     for d in (out_l, out_m, out_c):
         shutil.rmtree(d, ignore_errors=True)
     cmd = [sys.executable, "-m", "lmfuse", "graft", "dus", str(src), str(out_l), "--drop", str(drop)]
-    env_path = str(ROOT / "src")
-    os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
-    result["lmfuse"] = measure(cmd, work / f"{name}-lmfuse.log")
+    # the child imports this checkout's lmfuse; this process's environment is left as it was
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result["lmfuse"] = measure(cmd, work / f"{name}-lmfuse.log", env)
     result["output_bytes"] = out_bytes = sum(f.stat().st_size for f in out_l.iterdir())
     print(f"[{name}] lmfuse {result['lmfuse']}", flush=True)
     digests = tensor_digests(out_l, sample=0 if name == "smoke" else 24)
@@ -191,13 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mergekit", default=str(DEFAULT_MERGEKIT), help="mergekit-yaml executable ('' to skip)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--keep", action="store_true", help="keep the outputs (sources are always kept)")
-    args = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(given)
     cases = ["smoke"] if args.smoke else args.cases.split(",")
     mergekit = Path(args.mergekit) if args.mergekit and Path(args.mergekit).exists() else None
     results = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU used",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join([Path(sys.executable).name, SCRIPT, *given]),
         "mergekit": str(mergekit) if mergekit else "not available",
         "cases": [run_case(c, Path(args.workdir), mergekit, args.keep) for c in cases],
     }

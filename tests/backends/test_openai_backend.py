@@ -13,8 +13,9 @@ from lmfuse.backends.base import Request
 from lmfuse.backends.hf import HFBackend
 from lmfuse.backends.openai_api import OpenAIBackend
 from lmfuse.errors import ConfigError
-from lmfuse.serve.app import create_app
+from lmfuse.serve.app import ServerOptions, create_app
 from lmfuse.serve.faults import Faults
+from lmfuse.serve.limits import Limits
 from lmfuse.serve.server import ServerThread
 from lmfuse.testing import char_tokenizer, tiny_model
 
@@ -42,10 +43,16 @@ def req(prompt: str = "Q: 2+2= A:") -> Request:
 @pytest.mark.parametrize("status", [500, 429, 503])
 def test_retries_transient_http_errors(hf, status):
     faults = Faults(fail_first=2, fail_status=status)
-    with ServerThread(create_app({"tiny": hf}, faults)) as s:
+    # a 429 carries Retry-After (0.2 s here, 1 s by default): the client waits that long, not its backoff
+    options = ServerOptions(limits=Limits(retry_after=0.2))
+    with ServerThread(create_app({"tiny": hf}, faults, options=options)) as s:
+        start = time.perf_counter()
         (reply,) = call(OpenAIBackend(s.base_url, model="tiny", max_retries=3, backoff=0.01), [req()])
+        waited = time.perf_counter() - start
     expected = hf.generate_batch([req()])[0]
     assert reply.ok and reply.attempts == 3 and faults.seen == 3
+    if status == 429:
+        assert waited >= 2 * 0.2  # two refusals, each honoured
     assert reply.text == expected.text and reply.completion_tokens == expected.completion_tokens > 0
 
 

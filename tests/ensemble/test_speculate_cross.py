@@ -29,8 +29,22 @@ def tiny(models, tok, bpe, spm):
     }
 
 
-def _same_text(members, prompts, k, **kw):
-    plain = Ensemble(members).generate(prompts, batch_size=len(prompts), **kw)
+@pytest.fixture(scope="module")
+def plain_texts():
+    """The plain ensemble's greedy texts, computed once per members, prompts and options (not once per k)."""
+    cache: dict = {}
+
+    def plain(members, prompts, **kw):
+        key = (tuple(id(m) for member in members for m in member), tuple(prompts), tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = (members, Ensemble(members).generate(prompts, batch_size=len(prompts), **kw))
+        return cache[key][1]
+
+    return plain
+
+
+def _same_text(plain_texts, members, prompts, k, **kw):
+    plain = plain_texts(members, prompts, **kw)
     ens = Ensemble(members, speculate=k)
     assert not ens.shared_vocab
     assert ens.generate(prompts, batch_size=len(prompts), **kw) == plain
@@ -39,17 +53,17 @@ def _same_text(members, prompts, k, **kw):
 
 
 @pytest.mark.parametrize("k", range(1, 7))
-def test_zoo_greedy_text_equals_the_plain_ensemble(zoo_pair, k):
+def test_zoo_greedy_text_equals_the_plain_ensemble(zoo_pair, plain_texts, k):
     prompts = [q.prompt for q in eval_set()][:8]
-    accepted = _same_text(zoo_pair, prompts, k, max_new_tokens=12)
-    accepted_long = _same_text(zoo_pair[::-1], prompts, k, max_new_tokens=16, ignore_eos=True)
+    accepted = _same_text(plain_texts, zoo_pair, prompts, k, max_new_tokens=12)
+    accepted_long = _same_text(plain_texts, zoo_pair[::-1], prompts, k, max_new_tokens=16, ignore_eos=True)
     assert k == 1 or max(accepted, accepted_long) > 1.0  # some drafts are kept, or this tests nothing
 
 
 @pytest.mark.parametrize("k", range(1, 7))
 @pytest.mark.parametrize("lead, other", [("char", "bpe"), ("bpe", "char"), ("char", "spm"), ("spm", "bpe")])
-def test_tiny_char_bpe_spm_greedy_text_equals_the_plain_ensemble(tiny, lead, other, k):
-    accepted = _same_text([tiny[lead], tiny[other]], PROMPTS, k, max_new_tokens=16)
+def test_tiny_char_bpe_spm_greedy_text_equals_the_plain_ensemble(tiny, plain_texts, lead, other, k):
+    accepted = _same_text(plain_texts, [tiny[lead], tiny[other]], PROMPTS, k, max_new_tokens=16)
     assert k == 1 or accepted > 1.0
 
 

@@ -13,6 +13,7 @@ from lmfuse.demo import DemoContext
 from lmfuse.exchange import demo
 from lmfuse.exchange.consensus import majority
 from lmfuse.exchange.demo import demo_rows
+from lmfuse.exchange.eot import EoT
 from lmfuse.exchange.zoo_agents import solve_all, zoo_eot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,10 +27,30 @@ def ctx():
     return ctx
 
 
-def test_round_zero_equals_each_members_own_answers(ctx):
+@pytest.fixture(scope="module")
+def demo_run(ctx):
+    """The demo rows, and every ``solve_all`` the demo made on the way (recorded, not recomputed)."""
+    solved = []
+
+    def recording(solver, prompts, ids):
+        results = solve_all(solver, prompts, ids)
+        solved.append((solver, list(prompts), list(ids), results))
+        return results
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, "solve_all", recording)
+        rows = demo_rows(ctx)
+    return rows, solved
+
+
+def test_round_zero_equals_each_members_own_answers(ctx, demo_run):
     members = zoo.names()
     qs = ctx.questions
-    results = solve_all(zoo_eot(members, ctx.member), [q.prompt for q in qs], [q.id for q in qs])
+    # the demo's EoT run over these questions is zoo_eot(members) with its defaults (3 rounds, memory,
+    # early exit): the one this test checks, so it reads that run instead of solving it a second time
+    ((eot, prompts, ids, results),) = [s for s in demo_run[1] if isinstance(s[0], EoT)]
+    assert eot.config == zoo_eot(members, ctx.member).config
+    assert prompts == [q.prompt for q in qs] and ids == [q.id for q in qs]
     for i, r in enumerate(results):
         own = [ctx.results[m].predictions[i] for m in members]
         texts = [ctx.results[m].completions[i] for m in members]
@@ -45,8 +66,8 @@ def test_round_zero_equals_each_members_own_answers(ctx):
                 assert t.prompt == "\n".join([*lines, qs[i].prompt])
 
 
-def test_demo_rows(ctx):
-    rows = demo_rows(ctx)
+def test_demo_rows(demo_run):
+    rows, _ = demo_run
     names = [r.name for r in rows]
     assert names[0] == "exchange: EoT (zoo members)" and names[2] == "exchange: MoA (zoo members)"
     assert names[1].startswith("majority of ") and names[1].endswith(" sampled")

@@ -40,7 +40,8 @@ def make_case(name: str, splits: list[int]):
     return moe.eval(), x, g
 
 
-def _worker(rank: int, port: int, name: str, splits: list[int], out_path: str) -> None:
+def _worker(rank: int, port: int, cases: list[tuple[str, list[int]]], out_path: str) -> None:
+    """Every case, one after another, in one process group (two interpreters start once, not per case)."""
     import torch.distributed as dist
 
     from lmfuse.moe.parallel import ExpertParallelMoE
@@ -48,40 +49,48 @@ def _worker(rank: int, port: int, name: str, splits: list[int], out_path: str) -
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
-        moe, x, g = make_case(name, splits)
-        ep = ExpertParallelMoE.from_moe(moe).eval()
-        lo = sum(splits[:rank])
-        xr = x[lo : lo + splits[rank]].clone().requires_grad_()
-        y = ep(xr)
-        (y * g[lo : lo + splits[rank]]).sum().backward()
-        dist.all_reduce(ep.gate.weight.grad)  # the router is replicated: data-parallel all-reduce
-        torch.save(
-            dict(y=y.detach(), x_grad=xr.grad, gate_grad=ep.gate.weight.grad,
-                 in_grad=ep.experts_in.grad, out_grad=ep.experts_out.grad),
-            f"{out_path}.{rank}",
-        )  # fmt: skip
+        for i, (name, splits) in enumerate(cases):
+            moe, x, g = make_case(name, splits)
+            ep = ExpertParallelMoE.from_moe(moe).eval()
+            lo = sum(splits[:rank])
+            xr = x[lo : lo + splits[rank]].clone().requires_grad_()
+            y = ep(xr)
+            (y * g[lo : lo + splits[rank]]).sum().backward()
+            dist.all_reduce(ep.gate.weight.grad)  # the router is replicated: data-parallel all-reduce
+            torch.save(
+                dict(y=y.detach(), x_grad=xr.grad, gate_grad=ep.gate.weight.grad,
+                     in_grad=ep.experts_in.grad, out_grad=ep.experts_out.grad),
+                f"{out_path}.{i}.{rank}",
+            )  # fmt: skip
     finally:
         dist.destroy_process_group()
 
 
+CASES = [
+    ("mixtral", S_PER_RANK),
+    ("deepseek_v3", S_PER_RANK),
+    ("mixtral", EMPTY_RANK),  # rank 1: no tokens, but rows for its experts
+    ("mixtral-skewed", EMPTY_RANK[::-1]),  # rank 0: no tokens; rank 1: no rows for its experts
+]
+
+
+@pytest.fixture(scope="module")
+def ranks_out(tmp_path_factory) -> str:
+    """Where the two gloo ranks saved their outputs and gradients for each of ``CASES``."""
+    out = str(tmp_path_factory.mktemp("expert-parallel") / "rank")
+    mp.spawn(_worker, args=(free_port(), CASES, out), nprocs=WORLD, join=True)
+    return out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name,splits",
-    [
-        ("mixtral", S_PER_RANK),
-        ("deepseek_v3", S_PER_RANK),
-        ("mixtral", EMPTY_RANK),  # rank 1: no tokens, but rows for its experts
-        ("mixtral-skewed", EMPTY_RANK[::-1]),  # rank 0: no tokens; rank 1: no rows for its experts
-    ],
-)
-def test_two_gloo_ranks_match_single_process(tmp_path, name, splits):
-    out = str(tmp_path / "rank")
-    mp.spawn(_worker, args=(free_port(), name, splits, out), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{n}-splits{i}" for i, (n, _) in enumerate(CASES)])
+def test_two_gloo_ranks_match_single_process(ranks_out, case):
+    name, splits = CASES[case]
     moe, x, g = make_case(name, splits)
     x = x.clone().requires_grad_()
     y, _ = moe(x)
     (y * g).sum().backward()
-    parts = [torch.load(f"{out}.{r}") for r in range(WORLD)]
+    parts = [torch.load(f"{ranks_out}.{case}.{r}") for r in range(WORLD)]
     torch.testing.assert_close(torch.cat([p["y"] for p in parts]), y.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.cat([p["x_grad"] for p in parts]), x.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(
