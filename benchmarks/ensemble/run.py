@@ -208,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     results["quality"] = quality(questions, names)
     _print(results)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        from lmfuse.core.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")  # never a half-written result file
     return 0
 
 

@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
               f"ended at round 0 {r['early_exit_share']:.0%}")  # fmt: skip
     print(f"  calls saved by the early exit: {e['calls_saved']:.1%}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        from lmfuse.core.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")  # never a half-written result file
 
 
 if __name__ == "__main__":

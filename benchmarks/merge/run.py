@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        from lmfuse.core.atomic import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")  # never a half-written result file
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if all(r["lmfuse"]["exit"] == 0 for r in results["rows"]) else 1

@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     print(table(results))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
+        from lmfuse.core.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")  # never a half-written result file
     return report
 
 

@@ -242,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+        from lmfuse.core.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")  # never a half-written result file
     ok = all(r.get("winners_identical", True) and r.get("values_bit_identical", True) for r in rows)
     return 0 if ok else 1
 
