@@ -123,7 +123,7 @@ def test_two_workers_answer_restart_and_drain_on_sigterm(tmp_path):
         assert set(seen.values()) == {"hello from a worker"}
         # each worker has its own SO_REUSEPORT socket: 64 connections opened at once are spread evenly
         # (Bin(64, 1/2) below 16 has probability 3e-5); on one shared socket, the first worker to wake
-        # took most of such a burst (41/59 to 11/89% in benchmarks/README.md)
+        # took most of such a burst (87% and 96% of the work in benchmarks/README.md)
         assert _listening_sockets(port) == 2
         held = _workers_of_connections(port, 64)
         assert set(held) == workers and min(held.count(w) for w in workers) >= 16, held

@@ -44,7 +44,7 @@ def reuse_port_group(sock: socket.socket, n: int) -> list[socket.socket]:
     that nobody else holds the port), one per worker, for Linux to spread new connections across
     evenly (by a hash of each connection's addresses); ``sock`` is closed. With one socket shared by
     all workers, whichever worker wakes first accepts a burst of connections and keeps them as long as
-    they are kept alive (41/59% to 11/89% of the work in benchmarks/README.md). Where ``SO_REUSEPORT``
+    they are kept alive (87% and 96% of the work in benchmarks/README.md). Where ``SO_REUSEPORT``
     does not balance (not Linux), or ``n`` is 1: ``[sock]``, shared."""
     if n < 2 or not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
         return [sock]
