@@ -12,7 +12,7 @@ Rule: the highest validation accuracy; ties go to fewer calls per question, then
 candidate in the order above. The pick is written with the table (``--json``) and
 ``lmfuse.exchange.demo`` uses it (a test checks that the two agree and that the pick follows the rule).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/demo/moa_selection.py --json benchmarks/demo/moa_selection.json
+    PYTHONPATH=src .venv/bin/python benchmarks/demo/moa_selection.py --json benchmarks/demo/moa_selection.json --overwrite
     PYTHONPATH=src .venv/bin/python benchmarks/demo/moa_selection.py --per-op 2 --smoke   # seconds
 """
 
@@ -103,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         "--per-op", type=int, default=60, help="validation questions per operation (the zoo's split: 60)"
     )
     ap.add_argument("--json", type=Path, help="write the table and the pick here")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     ap.add_argument("--smoke", action="store_true", help="the first two candidates only")
     args = ap.parse_args(argv)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, ap.error)  # before the work, not after
     record = run(args.per_op, args.smoke)
     print(table(record))
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")
     return 0
 

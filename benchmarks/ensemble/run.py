@@ -188,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on shared cores)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = ap.parse_args(argv)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, ap.error)  # before the work, not after
     torch.set_num_threads(args.threads)
     tok, models = _members(args.smoke)
     new, naive_new, repeats = (8, 16, 1) if args.smoke else (64, 256, 5)
@@ -208,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     results["quality"] = quality(questions, names)
     _print(results)
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")  # never a half-written result file
     return 0
 

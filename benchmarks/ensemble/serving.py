@@ -190,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-only", action="store_true", help="only the speculative vs plain local part")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = ap.parse_args(argv)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, ap.error)  # before the work, not after
     torch.set_num_threads(args.threads)
     n_prompts, repeats, new = (4, 1, 8) if args.smoke else (32, 5, zoo.MAX_NEW_TOKENS)
     prompts = [q.prompt for q in eval_set()][:n_prompts]
@@ -203,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         _remote_parts(results, prompts, ks, new, args.smoke)
     _print(results)
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(results, indent=2))  # never a half-written result file
     return 0
 

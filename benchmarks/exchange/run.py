@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny and fast (used by the tests)")
     p.add_argument("--json", help="also write the numbers to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = p.parse_args(argv)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, p.error)  # before the work, not after
     latencies, nq, rounds, per_op = ((0.3,), 1, 2, 3) if args.smoke else ((0.5, 1.0), 3, 3, 50)
     from transformers.utils import logging as hf_logging
 
@@ -130,8 +134,6 @@ def main(argv: list[str] | None = None) -> None:
               f"ended at round 0 {r['early_exit_share']:.0%}")  # fmt: skip
     print(f"  calls saved by the early exit: {e['calls_saved']:.1%}")
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")  # never a half-written result file
 
 

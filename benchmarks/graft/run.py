@@ -194,9 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="/tmp/lmfuse-bench-graft")
     p.add_argument("--mergekit", default=str(DEFAULT_MERGEKIT), help="mergekit-yaml executable ('' to skip)")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--keep", action="store_true", help="keep the outputs (sources are always kept)")
     given = sys.argv[1:] if argv is None else argv
     args = p.parse_args(given)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, p.error)  # before the work, not after
     cases = ["smoke"] if args.smoke else args.cases.split(",")
     mergekit = Path(args.mergekit) if args.mergekit and Path(args.mergekit).exists() else None
     results = {
@@ -209,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, text + "\n")  # never a half-written result file
     return 0
 

@@ -214,8 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="/work/tmp/merge-bench", help="checkpoints go here (not the repo)")
     p.add_argument("--mergekit", default=str(DEFAULT_MERGEKIT), help="mergekit-yaml path ('' to skip)")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--keep", action="store_true", help="keep the source checkpoints")
     args = p.parse_args(argv)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, p.error)  # before the work, not after
     size = "smoke" if args.smoke else args.size
     work = Path(args.workdir) / size
     work.mkdir(parents=True, exist_ok=True)
@@ -233,8 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, text + "\n")  # never a half-written result file
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

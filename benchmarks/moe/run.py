@@ -172,7 +172,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shapes", help="tokens,hidden,experts,width;... instead of the issue's three")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 = timed by process CPU time")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, parser.error)  # before the work, not after
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes, reps = (SMOKE, 1) if args.smoke else (FULL, args.reps)
@@ -191,8 +195,6 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     print(table(results))
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")  # never a half-written result file
     return report
 

@@ -329,7 +329,11 @@ def main(argv: list[str] | None = None) -> dict:
                     "1): the vote part once per count, one after the other, each with its own members and "
                     "baselines")  # fmt: skip
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = ap.parse_args(argv)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, ap.error)  # before the work, not after
     if args.smoke:
         args.clients, args.seconds, args.baseline_seconds, args.mixed_requests = 8, 4.0, 1.0, 24
         args.kill_at, args.warmup, args.settle = 0.25, 0.3, 0.5
@@ -348,8 +352,6 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, text + "\n")  # never a half-written result file
     return report
 

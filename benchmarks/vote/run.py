@@ -216,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--percall-questions", type=int, default=1000, help="percall: questions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
     args = p.parse_args(argv)
+    from lmfuse.core.atomic import atomic_write_text, check_output_option
+
+    check_output_option(args.json, args.overwrite, p.error)  # before the work, not after
     if args.smoke:
         args.sets, args.short, args.long_sets, args.questions = 20, [50, 120], 1, 200
         args.percall_questions = 50
@@ -242,8 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
     if args.json:
-        from lmfuse.core.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")  # never a half-written result file
     ok = all(r.get("winners_identical", True) and r.get("values_bit_identical", True) for r in rows)
     return 0 if ok else 1

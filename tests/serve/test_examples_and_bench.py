@@ -56,3 +56,17 @@ def test_load_test_smoke_loses_nothing(tmp_path):
     for row in vote["sweep"]:
         assert row["vote"]["lost"] == 0 and row["fanout_baseline"]["lost"] == 0
         assert row["vote"]["cpu_ms_per_request"]["lmfuse_server"] > 0  # the server did the fusing
+
+
+def test_benchmark_json_is_never_replaced_without_overwrite(tmp_path):
+    """A benchmark's --json that exists is refused before any work: one line, exit 2, the file as it was."""
+    import subprocess
+
+    old = tmp_path / "serve.json"
+    old.write_text('{"kept": true}\n')
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "serve" / "run.py"), "--smoke", "--json", str(old)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"output {old} already exists; pass --overwrite" in done.stderr.splitlines()[-1]
+    assert old.read_text() == '{"kept": true}\n'

@@ -25,9 +25,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from lmfuse.errors import CheckpointError
 
@@ -273,6 +273,17 @@ def save_figure(fig, path: str | Path, dpi: float | None = None) -> Path:
     fig.savefig(buf, format=path.suffix.lstrip(".").lower(), **kwargs)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def check_output_option(path: str | Path | None, overwrite: bool, error: Callable[[str], Any]) -> None:
+    """A script's output-file option (a benchmark's ``--json``), checked before its work starts: what
+    ``check_output_file`` refuses goes to ``error`` (``argparse``'s ``parser.error``: one line, exit 2)."""
+    if path is None:
+        return
+    try:
+        check_output_file(path, overwrite)
+    except CheckpointError as exc:
+        error(str(exc))
 
 
 def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
